@@ -1,0 +1,42 @@
+# Thin targets over the tools; see README.md. Everything runs inside .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: setup protos fmt lint test check bench demo clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	@touch $@
+
+protos: setup
+	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --grpc_python_out=protos \
+	  --mypy_out=protos --mypy_grpc_out=protos $$(find protos -name '*.proto')
+
+fmt: setup
+	$(BIN)/ruff format servicekit services agent cli tests bench
+	$(BIN)/ruff check --fix servicekit services agent cli tests bench
+	cd protos && ../$(BIN)/buf format -w
+
+lint: setup
+	$(BIN)/ruff check servicekit services agent cli tests bench
+	$(BIN)/ruff format --check servicekit services agent cli tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	cd protos && ../$(BIN)/buf lint && ../$(BIN)/buf format --diff --exit-code
+
+test: lint
+	$(PY) -m pytest
+
+check: test
+
+bench: setup
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+demo: setup
+	$(BIN)/parallax demo
+
+clean:
+	rm -rf $(VENV) data

@@ -1,0 +1,1 @@
+"""The Parallax node agent."""

@@ -1,0 +1,1 @@
+"""The `parallax` command: a client of the services, plus the local supervisor that runs them."""

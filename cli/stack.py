@@ -1,0 +1,83 @@
+"""`parallax up`, `parallax status` and `parallax demo`: run the four services locally as
+separate processes and report their health."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.health import DOWN, SERVING, probe
+from cli.supervisor import SERVICES, Stack, StartError, announced
+
+console = Console()
+
+DataOption = typer.Option(Path("data"), "--data", help="Data directory (SQLite files, logs).")
+
+
+def status_table(data_dir: Path) -> tuple[Table, bool]:
+    """Build the status table of every service under `data_dir`; True when all are SERVING."""
+    addresses = announced(data_dir)
+    table = Table("service", "address", "health")
+    healthy = True
+    for name in SERVICES:
+        address = addresses.get(name, "")
+        state = probe(address) if address else DOWN
+        healthy = healthy and state == SERVING
+        colour = {"SERVING": "green", "DOWN": "red"}.get(state, "yellow")
+        table.add_row(name, address or "-", f"[{colour}]{state}[/{colour}]")
+    return table, healthy
+
+
+def up(
+    data: Path = DataOption,
+    base_port: int = typer.Option(
+        50051, "--base-port", help="Port of posture; the others follow. 0 picks free ports."
+    ),
+) -> None:
+    """Start the four services on localhost with SQLite under --data; Ctrl-C stops them."""
+    stack = Stack(data.resolve(), base_port=base_port)
+    try:
+        stack.start()
+    except StartError as exc:
+        console.print(f"[red]parallax up: {exc}[/red]")
+        raise typer.Exit(1) from None
+    table, healthy = status_table(stack.data_dir)
+    console.print(table)
+    console.print(f"logs in {stack.data_dir / 'logs'}; Ctrl-C or SIGTERM stops all services")
+    reason = stack.wait() if healthy else "not every service is SERVING"
+    console.print(f"stopping: {reason}")
+    stack.stop()
+    raise typer.Exit(0 if reason.startswith("received") else 1)
+
+
+def status(data: Path = DataOption) -> None:
+    """Show each service's name, address and health (SERVING, NOT_SERVING or DOWN)."""
+    table, healthy = status_table(data.resolve())
+    console.print(table)
+    raise typer.Exit(0 if healthy else 1)
+
+
+def demo(data: Path = DataOption) -> None:
+    """Bring the whole stack up on dynamic ports, show its status, and stop it."""
+    stack = Stack(data.resolve(), base_port=0)
+    try:
+        stack.start()
+        table, healthy = status_table(stack.data_dir)
+        console.print(table)
+    except StartError as exc:
+        console.print(f"[red]demo: {exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        stack.stop()
+    console.print("demo: all services stopped cleanly")
+    raise typer.Exit(0 if healthy else 1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the stack commands to the `parallax` app."""
+    app.command()(up)
+    app.command()(status)
+    app.command()(demo)

@@ -1,0 +1,159 @@
+"""Runs the four services as separate local processes for `parallax up` and the demo: starts
+them in dependency order, learns each bound address from its announcement line, and stops them
+all (SIGTERM, then SIGKILL after a grace period) so that no process outlives the supervisor."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICES = ("posture", "runtime", "policygen", "correlator")
+DEFAULT_PORTS = {"posture": 50051, "runtime": 50052, "policygen": 50053, "correlator": 50054}
+UPSTREAMS = {
+    "correlator": {
+        "PARALLAX_POSTURE_ADDRESS": "posture",
+        "PARALLAX_RUNTIME_ADDRESS": "runtime",
+        "PARALLAX_POLICYGEN_ADDRESS": "policygen",
+    }
+}
+_PR_SET_PDEATHSIG = 1
+
+
+class StartError(RuntimeError):
+    """A service failed to start; the message names it and quotes its last log line."""
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: if the supervisor is killed outright, the kernel
+    # sends SIGTERM to the child, so no service is orphaned.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+@dataclass
+class Child:
+    """One running service process."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    address: str = ""
+    log_path: Path = field(default_factory=Path)
+
+
+@dataclass
+class Stack:
+    """The set of service processes `parallax up` runs under one data directory."""
+
+    data_dir: Path
+    base_port: int = 50051
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    children: dict[str, Child] = field(default_factory=dict)
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start every service, upstreams first, and wait for each announcement."""
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        try:
+            for name in SERVICES:
+                self.children[name] = self._spawn(name)
+                self._await_announcement(self.children[name], time.monotonic() + timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _port(self, name: str) -> int:
+        if self.base_port == 0:
+            return 0
+        return self.base_port + SERVICES.index(name)
+
+    def _spawn(self, name: str) -> Child:
+        env = dict(self.env)
+        env["PARALLAX_DATA"] = str(self.data_dir)
+        env["PARALLAX_LISTEN"] = f"127.0.0.1:{self._port(name)}"
+        for variable, upstream in UPSTREAMS.get(name, {}).items():
+            env[variable] = self.children[upstream].address
+        log_path = self.data_dir / "logs" / f"{name}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
+            )
+        return Child(name, process, log_path=log_path)
+
+    def _await_announcement(self, child: Child, deadline: float) -> None:
+        assert child.process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(child.process.stdout, selectors.EVENT_READ)
+            remaining = deadline - time.monotonic()
+            ready = selector.select(timeout=max(remaining, 0))
+        line = child.process.stdout.readline() if ready else b""
+        if not line:
+            raise StartError(f"{child.name} did not start: {_last_line(child.log_path)}")
+        child.address = json.loads(line)["address"]
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Send SIGTERM to every child, wait up to `grace` seconds, then SIGKILL the rest."""
+        for child in reversed(list(self.children.values())):
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in self.children.values():
+            try:
+                child.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+            if child.process.stdout is not None:
+                child.process.stdout.close()
+        for name in self.children:
+            with contextlib.suppress(FileNotFoundError):
+                (self.data_dir / "run" / f"{name}.json").unlink()
+        self.children.clear()
+
+    def wait(self) -> str:
+        """Block until SIGTERM/SIGINT arrives or a child exits; return which happened."""
+        signals = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        try:
+            while True:
+                dead = [c for c in self.children.values() if c.process.poll() is not None]
+                if dead:
+                    child = dead[0]
+                    return f"{child.name} exited ({child.process.returncode}): {_last_line(child.log_path)}"
+                signum = signal.sigwait(signals)
+                if signum != signal.SIGCHLD:
+                    return f"received {signal.Signals(signum).name}"
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return "no log written"
+    return lines[-1] if lines else "it exited without logging anything"
+
+
+def announced(data_dir: Path) -> dict[str, str]:
+    """Return the address each service announced under `data_dir`, by service name."""
+    found: dict[str, str] = {}
+    for name in SERVICES:
+        path = data_dir / "run" / f"{name}.json"
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            found[name] = str(json.loads(path.read_text())["address"])
+    return found

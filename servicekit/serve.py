@@ -1,0 +1,129 @@
+"""Server bootstrap shared by every service: the interceptor chain (tracing first, then error
+mapping), the stock health servicer with a status per service, reflection, message limits,
+an address file for `parallax up`, and graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace import TracerProvider
+
+from servicekit.interceptors import ErrorInterceptor
+from servicekit.telemetry import server_tracing
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One gRPC service to mount: its full name and the generated `add_*_to_server` call."""
+
+    name: str
+    add: Callable[[grpc.Server], None]
+
+
+@dataclass
+class RunningServer:
+    """A started server, its bound port and its health servicer."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    names: tuple[str, ...]
+    tracer_provider: TracerProvider
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def address(self) -> str:
+        """Return `127.0.0.1:<port>` style address clients can dial."""
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Report NOT_SERVING, let in-flight RPCs finish for `grace` seconds, then stop."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait(grace + 1)
+        self.tracer_provider.force_flush(int(grace * 1000))
+
+    def wait(self) -> None:
+        """Block until the server has stopped."""
+        self.server.wait_for_termination()
+
+
+def start(
+    registrations: Sequence[Registration],
+    *,
+    listen: str,
+    tracer_provider: TracerProvider,
+    max_workers: int = 16,
+    credentials: grpc.ServerCredentials | None = None,
+) -> RunningServer:
+    """Start a server for `registrations` on `listen` (port 0 picks a free port)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers),
+        interceptors=[server_tracing(tracer_provider), ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    for registration in registrations:
+        registration.add(server)
+    servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    names = tuple(r.name for r in registrations)
+    reflection.enable_server_reflection(
+        (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    if credentials is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, credentials)
+    if port == 0:
+        raise OSError(f"could not bind {listen}")
+    server.start()
+    for name in ("", *names):
+        servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving %s on port %d", ", ".join(names), port)
+    return RunningServer(server, port, servicer, names, tracer_provider)
+
+
+def announce(run_dir: Path, service: str, running: RunningServer) -> Path:
+    """Write `<run_dir>/<service>.json` with the address and pid, for `parallax up`/`status`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / f"{service}.json"
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"address": running.address, "pid": os.getpid()}))
+    temporary.replace(path)
+    print(json.dumps({"service": service, "address": running.address, "pid": os.getpid()}), flush=True)
+    return path
+
+
+def serve_until_signalled(running: RunningServer, grace: float = 5.0) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: shutting down", signum)
+        threading.Thread(target=running.stop, args=(grace,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    running.wait()
+    running.tracer_provider.shutdown()

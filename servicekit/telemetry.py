@@ -1,0 +1,58 @@
+"""OpenTelemetry wiring for servers and clients: one tracer provider per process, exporting over
+OTLP/gRPC when the standard `OTEL_*` variables name an endpoint, and the explicit grpc
+interceptors that trace every RPC except health checks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.instrumentation.grpc import client_interceptor, server_interceptor
+from opentelemetry.instrumentation.grpc.filters import health_check, negate
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+
+def tracer_provider(service: str, env: Mapping[str, str]) -> TracerProvider:
+    """Build the process's tracer provider for `service` from the standard OTEL variables.
+
+    Spans are exported over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT or
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, to the console when OTEL_TRACES_EXPORTER is
+    `console`, and nowhere when it is `none` or nothing is configured.
+    """
+    name = env.get("OTEL_SERVICE_NAME") or f"parallax-{service}"
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    exporter = _exporter(env)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def _exporter(env: Mapping[str, str]) -> SpanExporter | None:
+    choice = (env.get("OTEL_TRACES_EXPORTER") or "otlp").lower()
+    if choice == "none":
+        return None
+    if choice == "console":
+        return ConsoleSpanExporter()
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if not endpoint:
+        return None
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    insecure = endpoint.startswith("http://") or (
+        env.get("OTEL_EXPORTER_OTLP_INSECURE", "").lower() == "true"
+    )
+    return OTLPSpanExporter(endpoint=endpoint, insecure=insecure)
+
+
+def server_tracing(provider: TracerProvider) -> Any:
+    """Return the server interceptor that opens a span per RPC, health checks excluded."""
+    return server_interceptor(tracer_provider=provider, filter_=negate(health_check()))
+
+
+def client_tracing(provider: TracerProvider | None) -> Any:
+    """Return the client interceptor that opens a span per call and propagates W3C context."""
+    return client_interceptor(tracer_provider=provider, filter_=negate(health_check()))

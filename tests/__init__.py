@@ -1,0 +1,1 @@
+"""Parallax test suite; mirrors the source tree."""
