@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	@touch $@
 
 protos: setup
-	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --grpc_python_out=protos \
+	PATH=$(BIN):$$PATH $(PY) -m grpc_tools.protoc -I protos --python_out=protos --grpc_python_out=protos \
 	  --mypy_out=protos --mypy_grpc_out=protos $$(find protos -name '*.proto')
 
 fmt: setup

@@ -133,7 +133,8 @@ class Stack:
                 dead = [c for c in self.children.values() if c.process.poll() is not None]
                 if dead:
                     child = dead[0]
-                    return f"{child.name} exited ({child.process.returncode}): {_last_line(child.log_path)}"
+                    code = child.process.returncode
+                    return f"{child.name} exited ({code}): {_last_line(child.log_path)}"
                 signum = signal.sigwait(signals)
                 if signum != signal.SIGCHLD:
                     return f"received {signal.Signals(signum).name}"

@@ -77,12 +77,18 @@ class DefaultDeadline(
         return continuation(self._details(details), request)
 
     def intercept_stream_unary(
-        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, requests: Iterator[Any]
+        self,
+        continuation: Callable[..., Any],
+        details: grpc.ClientCallDetails,
+        requests: Iterator[Any],
     ) -> Any:
         return continuation(self._details(details), requests)
 
     def intercept_stream_stream(
-        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, requests: Iterator[Any]
+        self,
+        continuation: Callable[..., Any],
+        details: grpc.ClientCallDetails,
+        requests: Iterator[Any],
     ) -> Any:
         return continuation(self._details(details), requests)
 

@@ -85,7 +85,9 @@ class ServerSettings:
         """Read and validate the server settings of `service`."""
         level = text(env, "PARALLAX_LOG_LEVEL", "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"PARALLAX_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level}")
+            raise ConfigError(
+                f"PARALLAX_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level}"
+            )
         return cls(
             service=service,
             listen=address(env, "PARALLAX_LISTEN", f"127.0.0.1:{default_port}"),

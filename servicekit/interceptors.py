@@ -27,9 +27,11 @@ def _already_aborted(context: grpc.ServicerContext) -> bool:
 def _abort(exc: BaseException, context: grpc.ServicerContext, method: str) -> NoReturn:
     if isinstance(exc, DomainError):
         context.abort(grpc.StatusCode[exc.code_name], str(exc))
-    if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
-        if exc.code() in _UPSTREAM_RETRYABLE:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"an upstream service is unavailable: {exc.details()}")
+    upstream = isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call)
+    if upstream and exc.code() in _UPSTREAM_RETRYABLE:  # type: ignore[attr-defined]
+        context.abort(
+            grpc.StatusCode.UNAVAILABLE, f"an upstream service is unavailable: {exc.details()}"  # type: ignore[attr-defined]
+        )
     span = trace.get_current_span()
     span.record_exception(exc)
     trace_id = format(span.get_span_context().trace_id, "032x")

@@ -18,8 +18,11 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
+from servicekit import logs, telemetry
+from servicekit.config import ServerSettings
 from servicekit.interceptors import ErrorInterceptor
 from servicekit.telemetry import server_tracing
 
@@ -112,7 +115,9 @@ def announce(run_dir: Path, service: str, running: RunningServer) -> Path:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps({"address": running.address, "pid": os.getpid()}))
     temporary.replace(path)
-    print(json.dumps({"service": service, "address": running.address, "pid": os.getpid()}), flush=True)
+    print(
+        json.dumps({"service": service, "address": running.address, "pid": os.getpid()}), flush=True
+    )
     return path
 
 
@@ -127,3 +132,17 @@ def serve_until_signalled(running: RunningServer, grace: float = 5.0) -> None:
     signal.signal(signal.SIGINT, on_signal)
     running.wait()
     running.tracer_provider.shutdown()
+
+
+def run(
+    settings: ServerSettings, build: Callable[[TracerProvider], Sequence[Registration]]
+) -> None:
+    """Run a service process: logging, tracing, the servicers `build` returns, the address
+    announcement, then serve until SIGTERM."""
+    logs.configure(settings.service, settings.log_level)
+    provider = telemetry.tracer_provider(settings.service, os.environ)
+    # Domain spans (one scan, one correlation pass) use the global provider, inside RPC spans.
+    trace.set_tracer_provider(provider)
+    running = start(build(provider), listen=settings.listen, tracer_provider=provider)
+    announce(settings.run_dir, settings.service, running)
+    serve_until_signalled(running, settings.grace_seconds)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -36,15 +37,30 @@ def cluster(timeout: int = 60) -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     data, sockets = os.path.join(root, "data"), root
-    run = {"check": True, "capture_output": True, "timeout": timeout}
+
+    def run(*argv: str) -> None:
+        subprocess.run(_as_owner(list(argv)), check=True, capture_output=True, timeout=timeout)
+
     try:
-        subprocess.run(_as_owner([f"{bindir}/initdb", "-D", data, "-U", "parallax", "-A", "trust"]), **run)  # type: ignore[call-overload]
+        run(f"{bindir}/initdb", "-D", data, "-U", "parallax", "-A", "trust")
         options = f"-c listen_addresses='' -c unix_socket_directories={sockets} -c fsync=off"
-        subprocess.run(_as_owner([f"{bindir}/pg_ctl", "-D", data, "-o", options, "-w", "-t", str(timeout), "start"]), **run)  # type: ignore[call-overload]
+        log = os.path.join(root, "server.log")
+        run(f"{bindir}/pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", str(timeout), "start")
         try:
-            subprocess.run(_as_owner([f"{bindir}/createdb", "-h", sockets, "-U", "parallax", "parallax"]), **run)  # type: ignore[call-overload]
+            run(f"{bindir}/createdb", "-h", sockets, "-U", "parallax", "parallax")
             yield f"postgresql+psycopg://parallax@/parallax?host={sockets}"
         finally:
-            subprocess.run(_as_owner([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"]), **run)  # type: ignore[call-overload]
+            run(f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_database(url: str) -> str:
+    """Create an empty database in the cluster behind `url` and return its URL."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    host = url.split("host=", 1)[1]
+    with psycopg.connect(host=host, user="parallax", dbname="parallax", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return url.replace("/parallax?", f"/{name}?")

@@ -60,9 +60,8 @@ def server(spans: tuple[TracerProvider, InMemorySpanExporter]) -> Iterator[serve
 
 
 def call(address: str, method: str) -> grpc.RpcError:
-    with connect(address, timeout=5) as channel:
-        with pytest.raises(grpc.RpcError) as caught:
-            channel.unary_unary(method)(b"", timeout=5)
+    with connect(address, timeout=5) as channel, pytest.raises(grpc.RpcError) as caught:
+        channel.unary_unary(method)(b"", timeout=5)
     return caught.value
 
 
@@ -70,7 +69,11 @@ def call(address: str, method: str) -> grpc.RpcError:
     ("method", "code", "details"),
     [
         ("/test.Errors/NotFound", grpc.StatusCode.NOT_FOUND, "scan scans/42 does not exist"),
-        ("/test.Errors/Invalid", grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative"),
+        (
+            "/test.Errors/Invalid",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "page_size must not be negative",
+        ),
     ],
     ids=["not-found", "invalid-argument"],
 )
@@ -154,7 +157,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
         self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.received = threading.Event()
 
-    def Export(  # noqa: N802
+    def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         self.requests.append(request)

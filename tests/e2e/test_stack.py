@@ -1,0 +1,119 @@
+"""The four services as separate processes: health, reflection and graceful stop of each, and
+`parallax up` / `parallax status` run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from cli.supervisor import SERVICES, Stack
+from servicekit.channels import connect
+from tests.processes import gone, read_until
+
+pytestmark = pytest.mark.slow
+
+FULL_NAMES = {
+    "posture": "parallax.posture.v1.PostureService",
+    "runtime": "parallax.runtime.v1.RuntimeService",
+    "policygen": "parallax.policygen.v1.PolicygenService",
+    "correlator": "parallax.correlator.v1.CorrelatorService",
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = Stack(tmp_path_factory.mktemp("stack"), base_port=0)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_serves_health_and_reflection(stack: Stack, service: str) -> None:
+    with connect(stack.children[service].address, timeout=5) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", FULL_NAMES[service]):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (answer,) = list(reflection.ServerReflectionInfo(iter([request]), timeout=5))
+        names = {s.name for s in answer.list_services_response.service}
+        assert FULL_NAMES[service] in names
+        assert "grpc.health.v1.Health" in names
+
+
+def test_unbuilt_rpc_says_what_is_missing(stack: Stack) -> None:
+    from parallax.runtime.v1 import runtime_service_pb2, runtime_service_pb2_grpc
+
+    with connect(stack.children["runtime"].address, timeout=5) as channel:
+        stub = runtime_service_pb2_grpc.RuntimeServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.GetProfile(runtime_service_pb2.GetProfileRequest(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+    assert "RuntimeService.GetProfile is not implemented yet" in caught.value.details()  # type: ignore[attr-defined]
+
+
+def test_each_service_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, base_port=0)
+    stack.start()
+    try:
+        for child in stack.children.values():
+            child.process.send_signal(signal.SIGTERM)
+        codes = {name: c.process.wait(timeout=20) for name, c in stack.children.items()}
+    finally:
+        stack.stop()
+    assert codes == dict.fromkeys(SERVICES, 0)
+    for name in SERVICES:
+        log = (tmp_path / "logs" / f"{name}.log").read_text()
+        assert "shutting down" in log
+
+
+def test_parallax_up_and_status_then_sigterm_leaves_nothing(tmp_path: Path) -> None:
+    parallax = [sys.executable, "-m", "cli"]
+    up = subprocess.Popen(
+        [*parallax, "up", "--data", str(tmp_path), "--base-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        assert up.stdout is not None
+        table = read_until(up.stdout, b"Ctrl-C or SIGTERM stops", timeout=60).decode()
+        for service in SERVICES:
+            assert any(service in line and "SERVING" in line for line in table.splitlines())
+        status = subprocess.run(
+            [*parallax, "status", "--data", str(tmp_path)],
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        assert status.returncode == 0, status.stdout.decode()
+        assert status.stdout.decode().count("SERVING") == 4
+        pids = [json.loads(p.read_text())["pid"] for p in (tmp_path / "run").glob("*.json")]
+        assert len(pids) == 4
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=30) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert all(gone(pid) for pid in pids)
+    after = subprocess.run(
+        [*parallax, "status", "--data", str(tmp_path)],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert after.returncode == 1
+    assert after.stdout.decode().count("DOWN") == 4
