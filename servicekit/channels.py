@@ -44,10 +44,10 @@ class _CallDetails(NamedTuple):
 
 
 class DefaultDeadline(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
 ):
     """Give every call without an explicit `timeout=` a deadline of `seconds`."""
 
@@ -111,5 +111,5 @@ def connect(
         channel = grpc.insecure_channel(address, options=options)
     else:
         channel = grpc.secure_channel(address, credentials, options=options)
-    traced = grpcext.intercept_channel(channel, client_tracing(tracer_provider))
+    traced = grpcext.intercept_channel(channel, client_tracing(tracer_provider))  # type: ignore[no-untyped-call]
     return grpc.intercept_channel(traced, DefaultDeadline(timeout))

@@ -30,7 +30,8 @@ def _abort(exc: BaseException, context: grpc.ServicerContext, method: str) -> No
     upstream = isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call)
     if upstream and exc.code() in _UPSTREAM_RETRYABLE:  # type: ignore[attr-defined]
         context.abort(
-            grpc.StatusCode.UNAVAILABLE, f"an upstream service is unavailable: {exc.details()}"  # type: ignore[attr-defined]
+            grpc.StatusCode.UNAVAILABLE,
+            f"an upstream service is unavailable: {exc.details()}",  # type: ignore[attr-defined]
         )
     span = trace.get_current_span()
     span.record_exception(exc)
@@ -40,14 +41,14 @@ def _abort(exc: BaseException, context: grpc.ServicerContext, method: str) -> No
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
+class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Map exceptions escaping a handler to status codes, for all four RPC shapes."""
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None

@@ -4,11 +4,9 @@ naming what is missing, instead of grpc's anonymous "Method not implemented!".""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 from servicekit.errors import Unimplemented
-
-T = TypeVar("T")
 
 
 def _raiser(service: str, method: str, missing: str) -> Callable[..., NoReturn]:
@@ -19,7 +17,7 @@ def _raiser(service: str, method: str, missing: str) -> Callable[..., NoReturn]:
     return method_not_built
 
 
-def with_pending(base: type[T], service: str, missing: Mapping[str, str]) -> type[T]:
+def with_pending(base: type[Any], service: str, missing: Mapping[str, str]) -> type[Any]:
     """Return a subclass of `base` whose `missing` methods raise Unimplemented(reason)."""
     methods = {name: _raiser(service, name, reason) for name, reason in missing.items()}
     return type(base.__name__, (base,), methods)

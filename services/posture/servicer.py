@@ -20,6 +20,7 @@ from services.posture.scans import ClusterRequest, Scanner
 from services.posture.store import FindingFilter, PostureStore
 
 MAX_INLINE_BYTES = 12 * 1024 * 1024
+_NONE = change_pb2.CHANGE_TYPE_UNSPECIFIED
 
 
 class PostureServicer(pb_grpc.PostureServiceServicer):
@@ -160,12 +161,11 @@ class PostureServicer(pb_grpc.PostureServiceServicer):
         )
 
 
-def _change_type(state: str, current: bool) -> int:
+def _change_type(state: str, current: bool) -> change_pb2.ChangeType.ValueType:
     if current:
-        return change_pb2.CHANGE_TYPE_CURRENT if state != "fixed" else 0
-    return {"new": change_pb2.CHANGE_TYPE_ADDED, "fixed": change_pb2.CHANGE_TYPE_REMOVED}.get(
-        state, 0
-    )
+        return change_pb2.CHANGE_TYPE_CURRENT if state != "fixed" else _NONE
+    changes = {"new": change_pb2.CHANGE_TYPE_ADDED, "fixed": change_pb2.CHANGE_TYPE_REMOVED}
+    return changes.get(state, _NONE)
 
 
 def _documents(request: pb.CreateScanRequest) -> list[tuple[str, bytes]]:

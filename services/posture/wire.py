@@ -136,7 +136,9 @@ def finding(stored: StoredFinding, controls: Mapping[str, Control]) -> finding_p
     )
     if found.suppression is not None:
         message.suppression.reason = found.suppression.reason
-        message.suppression.origin = _ORIGINS.get(found.suppression.origin, 0)  # type: ignore[assignment]
+        message.suppression.origin = _ORIGINS.get(
+            found.suppression.origin, finding_pb2.SUPPRESSION_ORIGIN_UNSPECIFIED
+        )
     if ref.kind in WORKLOAD_KINDS:
         message.owner.CopyFrom(
             workload_pb2.WorkloadRef(namespace=ref.namespace, kind=ref.kind, name=ref.name)
