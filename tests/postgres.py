@@ -45,7 +45,19 @@ def cluster(timeout: int = 60) -> Iterator[str]:
         run(f"{bindir}/initdb", "-D", data, "-U", "parallax", "-A", "trust")
         options = f"-c listen_addresses='' -c unix_socket_directories={sockets} -c fsync=off"
         log = os.path.join(root, "server.log")
-        run(f"{bindir}/pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", str(timeout), "start")
+        run(
+            f"{bindir}/pg_ctl",
+            "-D",
+            data,
+            "-l",
+            log,
+            "-o",
+            options,
+            "-w",
+            "-t",
+            str(timeout),
+            "start",
+        )
         try:
             run(f"{bindir}/createdb", "-h", sockets, "-U", "parallax", "parallax")
             yield f"postgresql+psycopg://parallax@/parallax?host={sockets}"

@@ -40,7 +40,9 @@ def posture(tmp_path: Path) -> Iterator[serve.RunningServer]:
 def test_node_client_calls_health_and_list_controls(posture: serve.RunningServer) -> None:
     node = shutil.which("node")
     if node is None or not (NODE_DIR / "node_modules").is_dir():
-        pytest.fail("node and tests/node/node_modules are required (scripts/setup.sh installs them)")
+        pytest.fail(
+            "node and tests/node/node_modules are required (scripts/setup.sh installs them)"
+        )
     result = subprocess.run(
         [node, str(NODE_DIR / "client.js"), posture.address],
         capture_output=True,

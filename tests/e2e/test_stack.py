@@ -108,6 +108,8 @@ def test_parallax_up_and_status_then_sigterm_leaves_nothing(tmp_path: Path) -> N
         if up.poll() is None:
             up.kill()
             up.wait()
+        if up.stdout is not None:
+            up.stdout.close()
     assert all(gone(pid) for pid in pids)
     after = subprocess.run(
         [*parallax, "status", "--data", str(tmp_path)],

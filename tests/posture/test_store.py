@@ -26,7 +26,9 @@ from services.posture.store import FindingFilter, PostureStore
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
-def finding(control: str, name: str, severity: Severity = Severity.HIGH, **extra: object) -> Finding:
+def finding(
+    control: str, name: str, severity: Severity = Severity.HIGH, **extra: object
+) -> Finding:
     ref = ObjectRef(SourceLocation("shop.yaml", 0, 1), "apps/v1", "Deployment", "shop", name)
     return Finding(
         control_id=control,
@@ -52,7 +54,9 @@ def store(database_url: str) -> Iterator[PostureStore]:
 
 
 def test_scan_round_trip_and_counts(store: PostureStore) -> None:
-    suppressed = finding("CTR-03", "cart", Severity.LOW, suppression=Suppression("accepted", "config"))
+    suppressed = finding(
+        "CTR-03", "cart", Severity.LOW, suppression=Suppression("accepted", "config")
+    )
     done = scan(store, "s1", [finding("CTR-01", "cart"), suppressed], T0)
     assert done.state is ScanState.SUCCEEDED
     assert done.severity_counts["HIGH"] == 1
@@ -68,7 +72,9 @@ def test_history_new_unchanged_fixed(store: PostureStore) -> None:
     later = T0 + timedelta(hours=1)
     second = scan(store, "s2", [finding("CTR-01", "cart"), finding("CTR-04", "web")], later)
     assert (second.previous_scan, second.new_count, second.fixed_count) == ("s1", 1, 1)
-    listed, more, total = store.list_findings(FindingFilter(scan_id="s2", include_fixed=True), 0, 10)
+    listed, more, total = store.list_findings(
+        FindingFilter(scan_id="s2", include_fixed=True), 0, 10
+    )
     states = {f.finding.control_id: (f.state, f.first_seen_time) for f in listed}
     assert states == {
         "CTR-01": (HistoryState.UNCHANGED, T0),
