@@ -31,7 +31,7 @@ class PostureServicer(pb_grpc.PostureServiceServicer):
         self.scanner = scanner
         self.controls = {c.id: c for c in rules.CONTROLS}
 
-    def CreateScan(self, request: pb.CreateScanRequest, context: Any) -> pb.CreateScanResponse:  # noqa: N802
+    def CreateScan(self, request: pb.CreateScanRequest, context: Any) -> pb.CreateScanResponse:
         frameworks = tuple(request.frameworks)
         suppressions = wire.suppressions(list(request.suppressions))
         if request.WhichOneof("target") == "cluster":
@@ -57,10 +57,10 @@ class PostureServicer(pb_grpc.PostureServiceServicer):
             )
         return pb.CreateScanResponse(scan=wire.scan(record))
 
-    def GetScan(self, request: pb.GetScanRequest, context: Any) -> pb.GetScanResponse:  # noqa: N802
+    def GetScan(self, request: pb.GetScanRequest, context: Any) -> pb.GetScanResponse:
         return pb.GetScanResponse(scan=wire.scan(self.store.get_scan(_scan_id(request.name))))
 
-    def ListScans(self, request: pb.ListScansRequest, context: Any) -> pb.ListScansResponse:  # noqa: N802
+    def ListScans(self, request: pb.ListScansRequest, context: Any) -> pb.ListScansResponse:
         state = _scan_state(request.state)
         where = page(request.page_size, request.page_token, request.source_key, request.state)
         records, more = self.store.list_scans(where.offset, where.size, request.source_key, state)
