@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import stack
+from cli import scan, stack
 
 app = typer.Typer(
     name="parallax",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stack.register(app)
+scan.register(app)
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ import kubernetes.config
 import urllib3.exceptions
 from kubernetes.client import ApiClient
 
+from servicekit.errors import FailedPrecondition
+
 JSON = dict[str, Any]
 
 DEFAULT_PAGE_SIZE = 500
@@ -32,7 +34,7 @@ class ClusterSnapshot:
     cluster: str
 
 
-class ClusterError(Exception):
+class ClusterError(FailedPrecondition):
     """The cluster cannot be used at all: no usable configuration, no answer, or credentials
     it rejects."""
 

@@ -3,6 +3,7 @@ turns the objects into manifests located at `cluster://<name>`."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from services.posture import cluster, loader
@@ -20,8 +21,10 @@ class ClusterAccess:
 
     def list(self, target: ClusterRequest) -> tuple[str, list[Manifest], list[ScanError]]:
         """List every scanned kind of the target cluster; listing failures become scan errors."""
+        # The client reads KUBECONFIG once at import; read it at call time like kubectl does.
+        kubeconfig = self.kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
         api = cluster.api_client_from(
-            self.kubeconfig, target.context or None, target.in_cluster or self.in_cluster
+            kubeconfig or None, target.context or None, target.in_cluster or self.in_cluster
         )
         with api:
             snapshot = cluster.list_cluster_objects(api, namespaces=target.namespaces)

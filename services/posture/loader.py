@@ -81,16 +81,25 @@ def load_text(text: str | bytes, uri: str) -> tuple[list[Manifest], list[ScanErr
 def load_paths(paths: Sequence[str]) -> tuple[list[Manifest], list[ScanError]]:
     """Load files, directories (recursively: *.yaml, *.yml, *.json) and "-" for stdin."""
     manifests: list[Manifest] = []
+    sources, errors = read_sources(paths)
+    for uri, data in sources:
+        found, problems = load_text(data, uri)
+        manifests.extend(found)
+        errors.extend(problems)
+    return manifests, errors
+
+
+def read_sources(paths: Sequence[str]) -> tuple[list[tuple[str, bytes]], list[ScanError]]:
+    """Read the files `load_paths` would load, as (uri, content) pairs, without parsing them."""
+    sources: list[tuple[str, bytes]] = []
     errors: list[ScanError] = []
     for uri in _expand_paths(paths, errors):
         data = _read(uri)
         if isinstance(data, ScanError):
             errors.append(data)
-            continue
-        found, problems = load_text(data, uri)
-        manifests.extend(found)
-        errors.extend(problems)
-    return manifests, errors
+        else:
+            sources.append((uri, data))
+    return sources, errors
 
 
 def from_objects(

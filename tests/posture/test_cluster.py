@@ -18,9 +18,9 @@ from services.posture.cluster import (
     api_client_from,
     list_cluster_objects,
 )
+from tests.corpus import CORPUS
 from tests.kubeapi import KubeAPIServer, Request, read_manifests
 
-CORPUS = Path("/work/shared/corpus")
 LISTED = {k.kind for k in KINDS}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 

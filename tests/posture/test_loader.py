@@ -6,15 +6,14 @@ import io
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.posture.loader import load_paths, load_text
 from services.posture.rules import evaluate
+from tests.corpus import CORPUS
 
-CORPUS = Path("/work/shared/corpus")
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
 
 

@@ -1,0 +1,105 @@
+"""`parallax scan --posture ADDR`: submits the scan to a posture service and reads the findings
+back through the contract, so the output is the same as an in-process scan's."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from parallax.posture.v1 import finding_pb2, scan_pb2
+from parallax.posture.v1 import posture_service_pb2 as pb
+from parallax.posture.v1 import posture_service_pb2_grpc as pb_grpc
+from parallax.type.v1 import source_pb2
+
+from servicekit.channels import connect
+from services.posture import loader
+from services.posture.domain import (
+    Finding,
+    ObjectRef,
+    ScanError,
+    ScanReport,
+    Severity,
+    SourceLocation,
+    Suppression,
+)
+from services.posture.suppress import SuppressionConfig
+
+TIMEOUT = 120.0
+_ORIGINS = {finding_pb2.SUPPRESSION_ORIGIN_ANNOTATION: "annotation"}
+
+
+def remote_scan(
+    address: str,
+    paths: list[str],
+    cluster: bool,
+    context: str,
+    frameworks: list[str],
+    config: SuppressionConfig | None,
+) -> ScanReport:
+    """Run the scan on the posture service at `address` and return its report."""
+    request = pb.CreateScanRequest(frameworks=frameworks, wait_for_completion=True)
+    read_errors: list[ScanError] = []
+    if cluster:
+        request.cluster.CopyFrom(scan_pb2.ClusterTarget(kubeconfig_context=context))
+    else:
+        sources, read_errors = loader.read_sources(paths)
+        manifests = [source_pb2.Manifest(uri=uri, content=data) for uri, data in sources]
+        request.manifests.CopyFrom(scan_pb2.ManifestSet(manifests=manifests))
+    for rule in config.rules if config else ():
+        request.suppressions.add(
+            control_id=rule.control,
+            namespace=_glob(rule.namespace),
+            kind=_glob(rule.kind),
+            object_name=_glob(rule.name),
+            reason=rule.reason,
+        )
+    with connect(address, timeout=TIMEOUT) as channel:
+        stub = pb_grpc.PostureServiceStub(channel)
+        scan = stub.CreateScan(request, timeout=TIMEOUT).scan
+        findings = [_finding(f) for f in _all_findings(stub, scan.name)]
+    errors = read_errors + [_error(e) for e in scan.errors]
+    return ScanReport(tuple(findings), tuple(errors), scan.objects_scanned)
+
+
+def _all_findings(stub: pb_grpc.PostureServiceStub, scan: str) -> Iterator[finding_pb2.Finding]:
+    token = ""
+    while True:
+        request = pb.ListFindingsRequest(
+            scan=scan, page_size=1000, page_token=token, include_suppressed=True
+        )
+        page = stub.ListFindings(request, timeout=TIMEOUT)
+        yield from page.findings
+        token = page.next_page_token
+        if not token:
+            return
+
+
+def _glob(pattern: str) -> str:
+    return "" if pattern == "*" else pattern
+
+
+def _location(where: source_pb2.SourceLocation) -> SourceLocation:
+    return SourceLocation(where.uri, where.document_index, where.line)
+
+
+def _error(error: scan_pb2.ScanError) -> ScanError:
+    return ScanError(_location(error.location), error.message)
+
+
+def _finding(message: finding_pb2.Finding) -> Finding:
+    ref = message.object
+    suppression = None
+    if message.HasField("suppression"):
+        origin = _ORIGINS.get(message.suppression.origin, "config")
+        suppression = Suppression(message.suppression.reason, origin)
+    return Finding(
+        control_id=message.control_id,
+        severity=Severity(message.severity),
+        object=ObjectRef(
+            _location(ref.location), ref.api_version, ref.kind, ref.namespace, ref.object_name
+        ),
+        field_path=message.field_path,
+        message=message.message,
+        patch=tuple(json.loads(message.json_patch)) if message.json_patch else (),
+        suppression=suppression,
+    )

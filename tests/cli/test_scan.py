@@ -1,0 +1,138 @@
+"""`parallax scan` as a user runs it: in-process on corpus files, against a live cluster (the
+local Kubernetes REST server) and through a posture service; formats and exit codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from typer.testing import CliRunner
+
+from cli.__main__ import app
+from servicekit import serve, storage
+from services.posture.scans import Scanner
+from services.posture.servicer import PostureServicer
+from services.posture.store import PostureStore
+from tests.corpus import CORPUS
+from tests.kubeapi import KubeAPIServer
+
+BAD_PODS = CORPUS / "badPods"
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout
+
+
+def test_json_report_and_fail_on(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    code, _ = run(
+        "scan", str(BAD_PODS), "--format", "json", "--output", str(out), "--fail-on", "high"
+    )
+    assert code == 1
+    document = json.loads(out.read_text())
+    assert any(f["controlId"] == "CTR-01" for f in document["findings"])
+    code, _ = run("scan", str(BAD_PODS), "--format", "json", "--output", str(out))
+    assert code == 0
+
+
+def test_sarif_output(tmp_path: Path) -> None:
+    code, stdout = run("scan", str(BAD_PODS), "--format", "sarif")
+    assert code == 0
+    sarif = json.loads(stdout)
+    assert sarif["version"] == "2.1.0"
+    result = sarif["runs"][0]["results"][0]
+    assert result["locations"][0]["physicalLocation"]["region"]["startLine"] >= 1
+
+
+def test_input_errors_and_usage_exit_2(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: [unclosed\n")
+    assert run("scan", str(broken))[0] == 2
+    assert run("scan", str(tmp_path / "missing"))[0] == 2
+    assert run("scan", str(BAD_PODS), "--format", "xml")[0] == 2
+    assert run("scan", str(BAD_PODS), "--fail-on", "urgent")[0] == 2
+    assert run("scan")[0] == 2
+
+
+def test_suppression_config_keeps_the_reason(tmp_path: Path) -> None:
+    config = tmp_path / "suppress.yaml"
+    config.write_text("suppressions:\n- {control: CTR-01, reason: lab cluster only}\n")
+    code, stdout = run(
+        "scan",
+        str(BAD_PODS),
+        "--suppressions",
+        str(config),
+        "--format",
+        "json",
+        "--fail-on",
+        "critical",
+    )
+    document = json.loads(stdout)
+    privileged = [f for f in document["findings"] if f["controlId"] == "CTR-01"]
+    assert privileged and all(f["suppression"]["reason"] == "lab cluster only" for f in privileged)
+
+
+def test_cluster_scan_through_the_kubernetes_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with KubeAPIServer() as server:
+        server.load_yaml(*sorted(BAD_PODS.rglob("*.yaml")))
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "local", "cluster": {"server": server.url}}],
+                    "users": [{"name": "u", "user": {}}],
+                    "contexts": [{"name": "local", "context": {"cluster": "local", "user": "u"}}],
+                    "current-context": "local",
+                }
+            )
+        )
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        code, stdout = run("scan", "--cluster", "--format", "json")
+    assert code == 0, stdout
+    document = json.loads(stdout)
+    privileged = [f for f in document["findings"] if f["controlId"] == "CTR-01"]
+    assert privileged
+    assert all(f["source"]["uri"].startswith("cluster://") for f in privileged)
+
+
+@pytest.fixture
+def posture(tmp_path: Path) -> Iterator[str]:
+    from parallax.posture.v1 import posture_service_pb2_grpc as pb_grpc
+
+    bound = storage.engine(f"sqlite:///{tmp_path / 'posture.db'}")
+    store = PostureStore(bound)
+    servicer = PostureServicer(store, Scanner(store))
+    running = serve.start(
+        [
+            serve.Registration(
+                "parallax.posture.v1.PostureService",
+                lambda s: pb_grpc.add_PostureServiceServicer_to_server(servicer, s),
+            )
+        ],
+        listen="127.0.0.1:0",
+        tracer_provider=TracerProvider(),
+    )
+    yield running.address
+    running.stop(grace=1)
+    bound.dispose()
+
+
+def test_remote_scan_matches_in_process(posture: str) -> None:
+    local = json.loads(run("scan", str(BAD_PODS), "--format", "json")[1])
+    code, stdout = run("scan", str(BAD_PODS), "--format", "json", "--posture", posture)
+    assert code == 0
+    remote = json.loads(stdout)
+
+    def keys(document: dict) -> set[tuple[str, str, str]]:  # type: ignore[type-arg]
+        return {(f["controlId"], f["object"]["name"], f["fieldPath"]) for f in document["findings"]}
+
+    assert keys(remote) == keys(local)
