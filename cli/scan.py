@@ -9,7 +9,7 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -97,7 +97,7 @@ def _threshold(fail_on: str) -> Severity | None:
         _usage("--fail-on must be LOW, MEDIUM, HIGH or CRITICAL")
 
 
-def _usage(message: str) -> Any:
+def _usage(message: str) -> NoReturn:
     console.print(f"[red]parallax scan: {message}[/red]")
     raise typer.Exit(EXIT_USAGE)
 
@@ -151,9 +151,9 @@ def _table(result: ScanReport, target: Console) -> None:
             table.add_row(f.control_id, severity, f.field_path, f.message + note)
         target.print(table)
     for error in result.errors:
-        where = error.location
+        at = error.location
         target.print(
-            f"[red]error[/red] {where.uri} document {where.document} line {where.line}: {error.message}"
+            f"[red]error[/red] {at.uri} document {at.document} line {at.line}: {error.message}"
         )
     live = [f for f in result.findings if f.suppression is None]
     counts = {s.name: sum(1 for f in live if f.severity is s) for s in reversed(Severity)}

@@ -62,7 +62,7 @@ def test_input_errors_and_usage_exit_2(tmp_path: Path) -> None:
 def test_suppression_config_keeps_the_reason(tmp_path: Path) -> None:
     config = tmp_path / "suppress.yaml"
     config.write_text("suppressions:\n- {control: CTR-01, reason: lab cluster only}\n")
-    code, stdout = run(
+    _, stdout = run(
         "scan",
         str(BAD_PODS),
         "--suppressions",

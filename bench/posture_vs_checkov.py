@@ -1,0 +1,239 @@
+"""Benchmark Parallax's posture scan against Checkov on a corpus and list where they disagree.
+
+Run by hand (see bench/README.md): interleaved subprocess runs of both scanners, medians of wall
+time and peak RSS, then a per-(Checkov check, Parallax control) comparison of failing objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKOV_VERSION = "3.3.30"
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+EXAMPLES = 5
+
+# (file relative to the corpus, kind, namespace, name); namespace "" is normalised to "default".
+ObjectKey = tuple[str, str, str, str]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured child process: wall seconds, peak RSS in MB and what it printed."""
+
+    wall: float
+    rss_mb: float
+    stdout: str
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--checkov-venv",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "parallax-bench-checkov",
+    )
+    parser.add_argument("--checkov-version", default=CHECKOV_VERSION)
+    parser.add_argument(
+        "--disagreements",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "parallax-bench-disagreements.json",
+    )
+    parser.add_argument("--run-parallax", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def run_parallax(corpus: Path) -> None:
+    """Child entry: load and evaluate the corpus, print counts and failing objects as JSON."""
+    from services.posture.loader import load_paths
+    from services.posture.rules import evaluate
+
+    manifests, errors = load_paths([str(corpus)])
+    report = evaluate(manifests)
+    failing = sorted(
+        {
+            (f.control_id, f.object.location.uri, f.object.kind, f.object.namespace, f.object.name)
+            for f in report.findings
+        }
+    )
+    out = {
+        "objects": len(manifests),
+        "load_errors": len(errors),
+        "findings": len(report.findings),
+        "failing": failing,
+    }
+    json.dump(out, sys.stdout)
+
+
+def ensure_checkov(venv_dir: Path, version: str) -> Path:
+    """Return the checkov executable of `venv_dir`, creating the venv and installing if needed."""
+    checkov = venv_dir / "bin" / "checkov"
+    if _checkov_version(checkov) == version:
+        return checkov
+    print(f"installing checkov=={version} into {venv_dir}", flush=True)
+    venv.EnvBuilder(with_pip=True, clear=True).create(venv_dir)
+    pip = [str(venv_dir / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, f"checkov=={version}"], check=True)
+    found = _checkov_version(checkov)
+    if found != version:
+        raise SystemExit(f"checkov in {venv_dir} reports {found!r}, wanted {version}")
+    return checkov
+
+
+def _checkov_version(checkov: Path) -> str | None:
+    if not checkov.exists():
+        return None
+    done = subprocess.run([str(checkov), "--version"], capture_output=True, text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def measure(cmd: Sequence[str], env: dict[str, str]) -> Sample:
+    """Run `cmd` to completion; wall time and the child's peak RSS come from wait4's rusage."""
+    with tempfile.TemporaryFile(mode="w+") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, env=env)
+        _, _, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = 0  # reaped by wait4; stop Popen from waiting again
+        out.seek(0)
+        # ru_maxrss is in KiB on Linux.
+        return Sample(wall, usage.ru_maxrss / 1024, out.read())
+
+
+def commands(args: argparse.Namespace, checkov: Path) -> dict[str, list[str]]:
+    script = str(Path(__file__).resolve())
+    corpus = str(args.corpus)
+    return {
+        "parallax": [sys.executable, script, "--run-parallax", corpus],
+        "checkov": [
+            str(checkov),
+            *("-d", corpus, "--framework", "kubernetes", "-o", "json"),
+            *("--quiet", "--compact", "--skip-download"),
+        ],
+    }
+
+
+def run_rounds(cmds: dict[str, list[str]], rounds: int) -> dict[str, list[Sample]]:
+    """Alternate the tools each round so drift in machine load hits both alike."""
+    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "PYTHONDONTWRITEBYTECODE": "1"}
+    samples: dict[str, list[Sample]] = {name: [] for name in cmds}
+    for index in range(rounds):
+        order = list(cmds) if index % 2 == 0 else list(reversed(cmds))
+        for name in order:
+            sample = measure(cmds[name], env)
+            samples[name].append(sample)
+            print(f"round {index + 1} {name:9} {sample.wall:7.2f} s {sample.rss_mb:7.1f} MB")
+    return samples
+
+
+def print_figures(samples: dict[str, list[Sample]]) -> None:
+    wall = {name: statistics.median(s.wall for s in runs) for name, runs in samples.items()}
+    rss = {name: statistics.median(s.rss_mb for s in runs) for name, runs in samples.items()}
+    print(f"\n{'median':12}{'wall s':>10}{'peak RSS MB':>14}")
+    for name in samples:
+        print(f"{name:12}{wall[name]:10.2f}{rss[name]:14.1f}")
+    ratio_wall = wall["checkov"] / wall["parallax"]
+    ratio_rss = rss["checkov"] / rss["parallax"]
+    print(f"{'ratio c/p':12}{ratio_wall:10.1f}x{ratio_rss:13.1f}x")
+
+
+def relative(path: str, corpus: Path) -> str:
+    """Checkov prints `/sub/file.yaml` relative to -d; Parallax prints absolute paths."""
+    prefix = str(corpus.resolve())
+    if path.startswith(prefix):
+        path = path[len(prefix) :]
+    return path.lstrip("/")
+
+
+def checkov_failures(stdout: str, corpus: Path) -> dict[str, set[ObjectKey]]:
+    data = json.loads(stdout)
+    reports = data if isinstance(data, list) else [data]
+    failing: dict[str, set[ObjectKey]] = defaultdict(set)
+    for report in reports:
+        for check in report.get("results", {}).get("failed_checks", []):
+            kind, namespace, name = check["resource"].split(".", 2)
+            key = (relative(check["file_path"], corpus), kind, namespace or "default", name)
+            failing[check["check_id"]].add(key)
+    return failing
+
+
+def parallax_failures(stdout: str, corpus: Path) -> dict[str, set[ObjectKey]]:
+    failing: dict[str, set[ObjectKey]] = defaultdict(set)
+    for control_id, uri, kind, namespace, name in json.loads(stdout)["failing"]:
+        failing[control_id].add((relative(uri, corpus), kind, namespace or "default", name))
+    return failing
+
+
+def compare(
+    checkov: dict[str, set[ObjectKey]], parallax: dict[str, set[ObjectKey]]
+) -> list[dict[str, object]]:
+    """One row per (Checkov id, Parallax control) mapping where either side failed something."""
+    from services.posture.rules import CONTROLS
+
+    rows: list[dict[str, object]] = []
+    for control in CONTROLS:
+        for check_id in control.checkov_ids:
+            ck, px = checkov.get(check_id, set()), parallax.get(control.id, set())
+            if not ck and not px:
+                continue
+            rows.append(
+                {
+                    "checkov_id": check_id,
+                    "control_id": control.id,
+                    "both": len(ck & px),
+                    "only_checkov": [list(k) for k in sorted(ck - px)],
+                    "only_parallax": [list(k) for k in sorted(px - ck)],
+                }
+            )
+    return rows
+
+
+def print_disagreements(rows: Iterable[dict[str, object]]) -> None:
+    print(f"\n{'checkov':13}{'control':9}{'both':>6}{'only-ck':>9}{'only-px':>9}")
+    for row in rows:
+        only_ck, only_px = row["only_checkov"], row["only_parallax"]
+        assert isinstance(only_ck, list) and isinstance(only_px, list)
+        print(
+            f"{row['checkov_id']:13}{row['control_id']:9}{row['both']:>6}"
+            f"{len(only_ck):>9}{len(only_px):>9}"
+        )
+        for label, keys in (("only checkov ", only_ck), ("only parallax", only_px)):
+            for key in keys[:EXAMPLES]:
+                print(f"    {label} {key[1]}/{key[2]}/{key[3]}  {key[0]}")
+
+
+def main(argv: Sequence[str]) -> None:
+    args = parse_args(argv)
+    if args.run_parallax is not None:
+        run_parallax(args.run_parallax)
+        return
+    checkov = ensure_checkov(args.checkov_venv, args.checkov_version)
+    print(f"checkov {args.checkov_version} from {checkov}; corpus {args.corpus}", flush=True)
+    samples = run_rounds(commands(args, checkov), args.rounds)
+    print_figures(samples)
+    px_out = json.loads(samples["parallax"][-1].stdout)
+    print(f"parallax: {px_out['objects']} objects, {px_out['findings']} findings")
+    rows = compare(
+        checkov_failures(samples["checkov"][-1].stdout, args.corpus),
+        parallax_failures(samples["parallax"][-1].stdout, args.corpus),
+    )
+    print_disagreements(rows)
+    args.disagreements.write_text(json.dumps(rows, indent=1))
+    print(f"\nfull disagreement list: {args.disagreements}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
