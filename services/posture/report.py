@@ -1,7 +1,7 @@
 """Renders a ScanReport as Parallax JSON or SARIF 2.1.0 (GitHub code scanning), as plain dicts.
 
 Pure functions called by the CLI (`--format json|sarif`) and the servicer; the JSON schema is
-documented in SEMANTICS.md.
+documented in the README (Posture scanning).
 """
 
 from __future__ import annotations

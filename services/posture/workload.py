@@ -2,7 +2,7 @@
 
 `rules.evaluate` builds one PodView per workload manifest; checks read the view instead of
 re-walking the body. Typed accessors here return empty values on wrong types, so checks stay
-defensive against hostile input. The semantics are documented in SEMANTICS.md.
+defensive against hostile input. The semantics are documented in the README (Posture scanning).
 """
 
 from __future__ import annotations
