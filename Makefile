@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
+PYDIRS := $(wildcard $(PYDIRS))
 
 .PHONY: setup protos fmt lint test check bench demo clean
 
@@ -16,13 +17,13 @@ protos: setup
 	  --mypy_out=protos --mypy_grpc_out=protos $$(find protos -name '*.proto')
 
 fmt: setup
-	$(BIN)/ruff format servicekit services agent cli tests bench
-	$(BIN)/ruff check --fix servicekit services agent cli tests bench
+	$(BIN)/ruff format $(PYDIRS)
+	$(BIN)/ruff check --fix $(PYDIRS)
 	cd protos && ../$(BIN)/buf format -w
 
 lint: setup
-	$(BIN)/ruff check servicekit services agent cli tests bench
-	$(BIN)/ruff format --check servicekit services agent cli tests bench
+	$(BIN)/ruff check $(PYDIRS)
+	$(BIN)/ruff format --check $(PYDIRS)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	cd protos && ../$(BIN)/buf lint && ../$(BIN)/buf format --diff --exit-code
