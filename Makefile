@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-PYDIRS := $(wildcard $(PYDIRS))
+PYDIRS := $(wildcard servicekit services agent cli tests bench)
 
 .PHONY: setup protos fmt lint test check bench demo clean
 

@@ -180,39 +180,46 @@ def parallax_failures(stdout: str, corpus: Path) -> dict[str, set[ObjectKey]]:
 def compare(
     checkov: dict[str, set[ObjectKey]], parallax: dict[str, set[ObjectKey]]
 ) -> list[dict[str, object]]:
-    """One row per (Checkov id, Parallax control) mapping where either side failed something."""
+    """One row per Parallax control against the union of the Checkov checks mapped to it.
+
+    A control maps to several Checkov ids when Checkov splits it (CPU vs memory requests) or
+    keeps a PodSecurityPolicy twin, so an object counts as agreed when any of them failed it.
+    """
     from services.posture.rules import CONTROLS
 
     rows: list[dict[str, object]] = []
     for control in CONTROLS:
-        for check_id in control.checkov_ids:
-            ck, px = checkov.get(check_id, set()), parallax.get(control.id, set())
-            if not ck and not px:
-                continue
-            rows.append(
-                {
-                    "checkov_id": check_id,
-                    "control_id": control.id,
-                    "both": len(ck & px),
-                    "only_checkov": [list(k) for k in sorted(ck - px)],
-                    "only_parallax": [list(k) for k in sorted(px - ck)],
-                }
-            )
+        per_id = {cid: checkov.get(cid, set()) for cid in control.checkov_ids}
+        ck = set().union(*per_id.values())
+        px = parallax.get(control.id, set())
+        if not ck and not px:
+            continue
+        only_ck = [[cid, *key] for cid, keys in per_id.items() for key in sorted(keys - px)]
+        rows.append(
+            {
+                "control_id": control.id,
+                "checkov_ids": [cid for cid, keys in per_id.items() if keys],
+                "both": len(ck & px),
+                "only_checkov": only_ck,
+                "only_parallax": [list(key) for key in sorted(px - ck)],
+            }
+        )
     return rows
 
 
 def print_disagreements(rows: Iterable[dict[str, object]]) -> None:
-    print(f"\n{'checkov':13}{'control':9}{'both':>6}{'only-ck':>9}{'only-px':>9}")
+    print(f"\n{'control':9}{'both':>6}{'only-ck':>9}{'only-px':>9}  checkov ids that failed")
     for row in rows:
-        only_ck, only_px = row["only_checkov"], row["only_parallax"]
-        assert isinstance(only_ck, list) and isinstance(only_px, list)
+        only_ck, only_px, ids = row["only_checkov"], row["only_parallax"], row["checkov_ids"]
+        assert isinstance(only_ck, list) and isinstance(only_px, list) and isinstance(ids, list)
         print(
-            f"{row['checkov_id']:13}{row['control_id']:9}{row['both']:>6}"
-            f"{len(only_ck):>9}{len(only_px):>9}"
+            f"{row['control_id']:9}{row['both']:>6}{len(only_ck):>9}{len(only_px):>9}"
+            f"  {' '.join(ids) or '-'}"
         )
-        for label, keys in (("only checkov ", only_ck), ("only parallax", only_px)):
-            for key in keys[:EXAMPLES]:
-                print(f"    {label} {key[1]}/{key[2]}/{key[3]}  {key[0]}")
+        for cid, path, kind, namespace, name in only_ck[:EXAMPLES]:
+            print(f"    only checkov  {cid:12} {kind}/{namespace}/{name}  {path}")
+        for path, kind, namespace, name in only_px[:EXAMPLES]:
+            print(f"    only parallax {'':12} {kind}/{namespace}/{name}  {path}")
 
 
 def main(argv: Sequence[str]) -> None:
