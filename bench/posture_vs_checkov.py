@@ -23,6 +23,7 @@ from pathlib import Path
 CHECKOV_VERSION = "3.3.30"
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 EXAMPLES = 5
+GNU_TIME = "/usr/bin/time"
 
 # (file relative to the corpus, kind, namespace, name); namespace "" is normalised to "default".
 ObjectKey = tuple[str, str, str, str]
@@ -101,16 +102,23 @@ def _checkov_version(checkov: Path) -> str | None:
 
 
 def measure(cmd: Sequence[str], env: dict[str, str]) -> Sample:
-    """Run `cmd` to completion; wall time and the child's peak RSS come from wait4's rusage."""
-    with tempfile.TemporaryFile(mode="w+") as out:
+    """Run `cmd` to completion and return its wall time, peak RSS and stdout.
+
+    Linux carries a process's peak RSS across fork and exec, so a child forked straight from this
+    (growing) parent would report the parent's size; GNU time forks the real child from a tiny
+    process instead. Without it, fall back to wait4's rusage.
+    """
+    with tempfile.TemporaryFile(mode="w+") as out, tempfile.NamedTemporaryFile("r") as rss:
+        prefix = [GNU_TIME, "-f", "%M", "-o", rss.name] if Path(GNU_TIME).exists() else []
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen([*prefix, *cmd], stdout=out, stderr=subprocess.DEVNULL, env=env)
         _, _, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = 0  # reaped by wait4; stop Popen from waiting again
         out.seek(0)
-        # ru_maxrss is in KiB on Linux.
-        return Sample(wall, usage.ru_maxrss / 1024, out.read())
+        # Both GNU time's %M and ru_maxrss are in KiB.
+        kib = int(rss.read().split()[-1]) if prefix else usage.ru_maxrss
+        return Sample(wall, kib / 1024, out.read())
 
 
 def commands(args: argparse.Namespace, checkov: Path) -> dict[str, list[str]]:
@@ -135,7 +143,10 @@ def run_rounds(cmds: dict[str, list[str]], rounds: int) -> dict[str, list[Sample
         for name in order:
             sample = measure(cmds[name], env)
             samples[name].append(sample)
-            print(f"round {index + 1} {name:9} {sample.wall:7.2f} s {sample.rss_mb:7.1f} MB")
+            print(
+                f"round {index + 1} {name:9} {sample.wall:7.2f} s {sample.rss_mb:7.1f} MB",
+                flush=True,
+            )
     return samples
 
 
@@ -192,7 +203,7 @@ def compare(
         per_id = {cid: checkov.get(cid, set()) for cid in control.checkov_ids}
         ck = set().union(*per_id.values())
         px = parallax.get(control.id, set())
-        if not ck and not px:
+        if not control.checkov_ids or (not ck and not px):
             continue
         only_ck = [[cid, *key] for cid, keys in per_id.items() for key in sorted(keys - px)]
         rows.append(

@@ -121,8 +121,8 @@ def announce(run_dir: Path, service: str, running: RunningServer) -> Path:
     return path
 
 
-def serve_until_signalled(running: RunningServer, grace: float = 5.0) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+def stop_on_signals(running: RunningServer, grace: float = 5.0) -> None:
+    """Make SIGTERM and SIGINT shut `running` down gracefully (install before announcing)."""
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: shutting down", signum)
@@ -130,8 +130,6 @@ def serve_until_signalled(running: RunningServer, grace: float = 5.0) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    running.wait()
-    running.tracer_provider.shutdown()
 
 
 def run(
@@ -144,5 +142,7 @@ def run(
     # Domain spans (one scan, one correlation pass) use the global provider, inside RPC spans.
     trace.set_tracer_provider(provider)
     running = start(build(provider), listen=settings.listen, tracer_provider=provider)
+    stop_on_signals(running, settings.grace_seconds)
     announce(settings.run_dir, settings.service, running)
-    serve_until_signalled(running, settings.grace_seconds)
+    running.wait()
+    provider.shutdown()

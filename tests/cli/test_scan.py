@@ -20,6 +20,7 @@ from tests.corpus import CORPUS
 from tests.kubeapi import KubeAPIServer
 
 BAD_PODS = CORPUS / "badPods"
+pytestmark = pytest.mark.skipif(not BAD_PODS.is_dir(), reason=f"corpus not found at {CORPUS}")
 runner = CliRunner()
 
 

@@ -327,7 +327,7 @@ WORKLOAD_CASES = [
     Case("IMG-05", [deployment(container={"image": "k8s.gcr.io/pause:3.9"})]),
     Case("RES-01", [deployment(container={"resources": {"limits": {"cpu": None}}})]),
     Case("RES-02", [deployment(container={"resources": {"limits": {"memory": None}}})]),
-    Case("RES-03", [deployment(container={"resources": {"requests": None}})]),
+    Case("RES-03", [deployment(container={"resources": {"requests": None, "limits": None}})]),
     Case("REL-01", [deployment(container={"livenessProbe": None})]),
     Case("REL-02", [deployment(container={"readinessProbe": None})]),
     Case("MISC-01", [deployment(container={"image": "kubernetesui/dashboard:v2.7.0"})]),
@@ -459,3 +459,12 @@ def test_location_and_key_are_stable() -> None:
     first = [f.key for f in evaluate([obj]).findings]
     second = [f.key for f in evaluate([moved]).findings]
     assert first == second
+
+
+def test_limit_without_request_is_not_a_missing_request() -> None:
+    # Kubernetes defaults a missing request to the limit (bench/README.md, the selenium case).
+    limits_only = {"resources": {"requests": None, "limits": {"cpu": "1", "memory": "1Gi"}}}
+    assert findings_of([deployment(container=limits_only)], "RES-03") == []
+    cpu_only = {"resources": {"requests": None, "limits": {"cpu": "1", "memory": None}}}
+    (finding,) = findings_of([deployment(container=cpu_only)], "RES-03")
+    assert "memory request" in finding.message and "cpu" not in finding.message

@@ -63,8 +63,13 @@ def memory_limit(pod: PodView, c: ContainerView, ctx: Context) -> Iterator[Hit]:
     groups=_WITH_RESOURCES,
 )  # fmt: skip
 def requests(pod: PodView, c: ContainerView, ctx: Context) -> Iterator[Hit]:
-    """Without requests the scheduler over-packs nodes and the pod is first to be evicted."""
-    missing = [key for key in ("cpu", "memory") if _missing(c, "requests", key)]
+    """Without requests the scheduler over-packs nodes and the pod is first to be evicted. A
+    limit without a request is not flagged: Kubernetes defaults the request to the limit."""
+    missing = [
+        key
+        for key in ("cpu", "memory")
+        if _missing(c, "requests", key) and _missing(c, "limits", key)
+    ]
     if missing:
         path = (*c.path, "resources", "requests")
         yield Hit(path, f"container {c.name!r} has no {' or '.join(missing)} request")
