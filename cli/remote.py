@@ -3,7 +3,6 @@ back through the contract, so the output is the same as an in-process scan's."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 from parallax.posture.v1 import finding_pb2, scan_pb2
@@ -12,20 +11,11 @@ from parallax.posture.v1 import posture_service_pb2_grpc as pb_grpc
 from parallax.type.v1 import source_pb2
 
 from servicekit.channels import connect
-from services.posture import loader
-from services.posture.domain import (
-    Finding,
-    ObjectRef,
-    ScanError,
-    ScanReport,
-    Severity,
-    SourceLocation,
-    Suppression,
-)
+from services.posture import loader, wire
+from services.posture.domain import ScanError, ScanReport
 from services.posture.suppress import SuppressionConfig
 
 TIMEOUT = 120.0
-_ORIGINS = {finding_pb2.SUPPRESSION_ORIGIN_ANNOTATION: "annotation"}
 
 
 def remote_scan(
@@ -56,8 +46,8 @@ def remote_scan(
     with connect(address, timeout=TIMEOUT) as channel:
         stub = pb_grpc.PostureServiceStub(channel)
         scan = stub.CreateScan(request, timeout=TIMEOUT).scan
-        findings = [_finding(f) for f in _all_findings(stub, scan.name)]
-    errors = read_errors + [_error(e) for e in scan.errors]
+        findings = [wire.finding_from_wire(f) for f in _all_findings(stub, scan.name)]
+    errors = read_errors + [wire.scan_error_from_wire(e) for e in scan.errors]
     return ScanReport(tuple(findings), tuple(errors), scan.objects_scanned)
 
 
@@ -76,30 +66,3 @@ def _all_findings(stub: pb_grpc.PostureServiceStub, scan: str) -> Iterator[findi
 
 def _glob(pattern: str) -> str:
     return "" if pattern == "*" else pattern
-
-
-def _location(where: source_pb2.SourceLocation) -> SourceLocation:
-    return SourceLocation(where.uri, where.document_index, where.line)
-
-
-def _error(error: scan_pb2.ScanError) -> ScanError:
-    return ScanError(_location(error.location), error.message)
-
-
-def _finding(message: finding_pb2.Finding) -> Finding:
-    ref = message.object
-    suppression = None
-    if message.HasField("suppression"):
-        origin = _ORIGINS.get(message.suppression.origin, "config")
-        suppression = Suppression(message.suppression.reason, origin)
-    return Finding(
-        control_id=message.control_id,
-        severity=Severity(message.severity),
-        object=ObjectRef(
-            _location(ref.location), ref.api_version, ref.kind, ref.namespace, ref.object_name
-        ),
-        field_path=message.field_path,
-        message=message.message,
-        patch=tuple(json.loads(message.json_patch)) if message.json_patch else (),
-        suppression=suppression,
-    )

@@ -10,12 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
 
-from servicekit import serve, storage
-from services.posture.scans import Scanner
-from services.posture.servicer import PostureServicer
-from services.posture.store import PostureStore
+from servicekit import serve
+from tests.servers import posture_server
 
 pytestmark = pytest.mark.node
 NODE_DIR = Path(__file__).parent / "node"
@@ -23,18 +20,8 @@ NODE_DIR = Path(__file__).parent / "node"
 
 @pytest.fixture
 def posture(tmp_path: Path) -> Iterator[serve.RunningServer]:
-    from parallax.posture.v1 import posture_service_pb2_grpc as pb_grpc
-
-    store = PostureStore(storage.engine(f"sqlite:///{tmp_path / 'posture.db'}"))
-    servicer = PostureServicer(store, Scanner(store))
-    registration = serve.Registration(
-        "parallax.posture.v1.PostureService",
-        lambda server: pb_grpc.add_PostureServiceServicer_to_server(servicer, server),
-    )
-    running = serve.start([registration], listen="127.0.0.1:0", tracer_provider=TracerProvider())
-    yield running
-    running.stop(grace=1)
-    store.engine.dispose()
+    with posture_server(tmp_path) as running:
+        yield running
 
 
 def test_node_client_calls_health_and_list_controls(posture: serve.RunningServer) -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from opentelemetry import trace
 
+from servicekit.errors import FailedPrecondition
 from services.posture import loader, rules
 from services.posture.domain import Manifest, ScanError, ScanReport
 from services.posture.history import ScanRecord, ScanState, source_key
@@ -103,8 +104,6 @@ class Scanner:
         """Scan a live cluster through the Kubernetes API."""
         lister = self.cluster_lister
         if lister is None:
-            from servicekit.errors import FailedPrecondition
-
             raise FailedPrecondition("this posture service has no cluster access configured")
         name = target.cluster_name or target.context or "in-cluster"
         record = self._create(f"cluster://{name}", f"cluster {name}", frameworks)

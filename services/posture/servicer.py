@@ -12,13 +12,15 @@ from parallax.posture.v1 import posture_service_pb2 as pb
 from parallax.posture.v1 import posture_service_pb2_grpc as pb_grpc
 from parallax.type.v1 import change_pb2
 
+from servicekit import serve
 from servicekit.errors import InvalidArgument
 from servicekit.pagination import page
 from services.posture import rules, wire
-from services.posture.history import ScanRecord, ScanState
+from services.posture.history import ScanRecord
 from services.posture.scans import ClusterRequest, Scanner
 from services.posture.store import FindingFilter, PostureStore
 
+SERVICE_NAME = "parallax.posture.v1.PostureService"
 MAX_INLINE_BYTES = 12 * 1024 * 1024
 _NONE = change_pb2.CHANGE_TYPE_UNSPECIFIED
 
@@ -61,7 +63,7 @@ class PostureServicer(pb_grpc.PostureServiceServicer):
         return pb.GetScanResponse(scan=wire.scan(self.store.get_scan(_scan_id(request.name))))
 
     def ListScans(self, request: pb.ListScansRequest, context: Any) -> pb.ListScansResponse:
-        state = _scan_state(request.state)
+        state = wire.scan_state_from_wire(request.state)
         where = page(request.page_size, request.page_token, request.source_key, request.state)
         records, more = self.store.list_scans(where.offset, where.size, request.source_key, state)
         return pb.ListScansResponse(
@@ -161,6 +163,13 @@ class PostureServicer(pb_grpc.PostureServiceServicer):
         )
 
 
+def registration(servicer: PostureServicer) -> serve.Registration:
+    """Mount `servicer` as parallax.posture.v1.PostureService."""
+    return serve.Registration(
+        SERVICE_NAME, lambda server: pb_grpc.add_PostureServiceServicer_to_server(servicer, server)
+    )
+
+
 def _change_type(state: str, current: bool) -> change_pb2.ChangeType.ValueType:
     if current:
         return change_pb2.CHANGE_TYPE_CURRENT if state != "fixed" else _NONE
@@ -185,17 +194,3 @@ def _scan_id(name: str) -> str:
     if prefix != "scans" or not scan_id or "/" in scan_id:
         raise InvalidArgument(f"scan name must look like scans/{{id}}, got {name!r}")
     return scan_id
-
-
-def _scan_state(value: int) -> ScanState | None:
-    if not value:
-        return None
-    names = {
-        1: ScanState.RUNNING,
-        2: ScanState.SUCCEEDED,
-        3: ScanState.FAILED,
-        4: ScanState.PARTIAL,
-    }
-    if value not in names:
-        raise InvalidArgument(f"unknown scan state {value}")
-    return names[value]

@@ -1,4 +1,5 @@
-"""Translation between the posture domain and its protobuf messages, used by the servicer."""
+"""Translation between the posture domain and its protobuf messages, both ways: the servicer
+builds responses with it and `parallax scan --posture` reads findings back."""
 
 from __future__ import annotations
 
@@ -9,28 +10,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from parallax.posture.v1 import control_pb2, finding_pb2, scan_pb2
 from parallax.type.v1 import severity_pb2, source_pb2, workload_pb2
 
+from servicekit.errors import InvalidArgument
 from services.posture.domain import (
     Control,
+    Finding,
+    ObjectRef,
     RuntimeEvidenceKind,
     ScanError,
     Severity,
     SourceLocation,
+    Suppression,
 )
 from services.posture.history import HistoryState, ScanRecord, ScanState, StoredFinding
 from services.posture.suppress import SuppressionConfig, load_suppressions
-
-WORKLOAD_KINDS = frozenset(
-    {
-        "Pod",
-        "Deployment",
-        "ReplicaSet",
-        "DaemonSet",
-        "StatefulSet",
-        "Job",
-        "CronJob",
-        "ReplicationController",
-    }
-)
+from services.posture.workload import POD_SPEC_PATHS
 
 _SCAN_STATES = {
     ScanState.RUNNING: scan_pb2.SCAN_STATE_RUNNING,
@@ -47,6 +40,7 @@ _ORIGINS = {
     "annotation": finding_pb2.SUPPRESSION_ORIGIN_ANNOTATION,
     "config": finding_pb2.SUPPRESSION_ORIGIN_CONFIG,
 }
+_ORIGIN_NAMES = {wire_value: name for name, wire_value in _ORIGINS.items()}
 _EVIDENCE = {
     kind: getattr(control_pb2, f"RUNTIME_EVIDENCE_KIND_{kind.name}") for kind in RuntimeEvidenceKind
 }
@@ -139,7 +133,7 @@ def finding(stored: StoredFinding, controls: Mapping[str, Control]) -> finding_p
         message.suppression.origin = _ORIGINS.get(
             found.suppression.origin, finding_pb2.SUPPRESSION_ORIGIN_UNSPECIFIED
         )
-    if ref.kind in WORKLOAD_KINDS:
+    if ref.kind in POD_SPEC_PATHS:
         message.owner.CopyFrom(
             workload_pb2.WorkloadRef(namespace=ref.namespace, kind=ref.kind, name=ref.name)
         )
@@ -185,3 +179,47 @@ def suppressions(entries: list[scan_pb2.ConfigSuppression]) -> SuppressionConfig
         for e in entries
     ]
     return load_suppressions(json.dumps({"suppressions": rules}))
+
+
+def scan_state_from_wire(value: int) -> ScanState | None:
+    """Map a ScanState filter; UNSPECIFIED means any state."""
+    if not value:
+        return None
+    for state, wire_value in _SCAN_STATES.items():
+        if wire_value == value:
+            return state
+    raise InvalidArgument(f"unknown scan state {value}")
+
+
+def location_from_wire(where: source_pb2.SourceLocation) -> SourceLocation:
+    """Map a source location back to the domain."""
+    return SourceLocation(where.uri, where.document_index, where.line)
+
+
+def scan_error_from_wire(error: scan_pb2.ScanError) -> ScanError:
+    """Map an input problem of a scan back to the domain."""
+    return ScanError(location_from_wire(error.location), error.message)
+
+
+def finding_from_wire(message: finding_pb2.Finding) -> Finding:
+    """Map a finding back to the domain, for clients that render reports."""
+    ref = message.object
+    suppression = None
+    if message.HasField("suppression"):
+        origin = _ORIGIN_NAMES.get(message.suppression.origin, "config")
+        suppression = Suppression(message.suppression.reason, origin)
+    return Finding(
+        control_id=message.control_id,
+        severity=severity_from_wire(message.severity),
+        object=ObjectRef(
+            location_from_wire(ref.location),
+            ref.api_version,
+            ref.kind,
+            ref.namespace,
+            ref.object_name,
+        ),
+        field_path=message.field_path,
+        message=message.message,
+        patch=tuple(json.loads(message.json_patch)) if message.json_patch else (),
+        suppression=suppression,
+    )

@@ -8,16 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
 from typer.testing import CliRunner
 
 from cli.__main__ import app
-from servicekit import serve, storage
-from services.posture.scans import Scanner
-from services.posture.servicer import PostureServicer
-from services.posture.store import PostureStore
 from tests.corpus import CORPUS
 from tests.kubeapi import KubeAPIServer
+from tests.servers import posture_server
 
 BAD_PODS = CORPUS / "badPods"
 pytestmark = pytest.mark.skipif(not BAD_PODS.is_dir(), reason=f"corpus not found at {CORPUS}")
@@ -107,24 +103,8 @@ def test_cluster_scan_through_the_kubernetes_client(
 
 @pytest.fixture
 def posture(tmp_path: Path) -> Iterator[str]:
-    from parallax.posture.v1 import posture_service_pb2_grpc as pb_grpc
-
-    bound = storage.engine(f"sqlite:///{tmp_path / 'posture.db'}")
-    store = PostureStore(bound)
-    servicer = PostureServicer(store, Scanner(store))
-    running = serve.start(
-        [
-            serve.Registration(
-                "parallax.posture.v1.PostureService",
-                lambda s: pb_grpc.add_PostureServiceServicer_to_server(servicer, s),
-            )
-        ],
-        listen="127.0.0.1:0",
-        tracer_provider=TracerProvider(),
-    )
-    yield running.address
-    running.stop(grace=1)
-    bound.dispose()
+    with posture_server(tmp_path) as running:
+        yield running.address
 
 
 def test_remote_scan_matches_in_process(posture: str) -> None:

@@ -18,11 +18,8 @@ from parallax.posture.v1 import posture_service_pb2_grpc as pb_grpc
 from parallax.posture.v1 import scan_pb2
 from parallax.type.v1 import change_pb2, severity_pb2, source_pb2
 
-from servicekit import serve, storage
 from servicekit.channels import connect
-from services.posture.scans import Scanner
-from services.posture.servicer import PostureServicer
-from services.posture.store import PostureStore
+from tests.servers import posture_server
 
 PRIVILEGED = b"""
 apiVersion: apps/v1
@@ -45,25 +42,10 @@ HARDENED = PRIVILEGED.replace(b"privileged: true", b"privileged: false")
 def stub(
     tmp_path: Path, spans: tuple[TracerProvider, InMemorySpanExporter]
 ) -> Iterator[pb_grpc.PostureServiceStub]:
-    provider, _ = spans
-    bound = storage.engine(f"sqlite:///{tmp_path / 'posture.db'}")
-    store = PostureStore(bound)
-    servicer = PostureServicer(store, Scanner(store))
-    running = serve.start(
-        [
-            serve.Registration(
-                "parallax.posture.v1.PostureService",
-                lambda server: pb_grpc.add_PostureServiceServicer_to_server(servicer, server),
-            )
-        ],
-        listen="127.0.0.1:0",
-        tracer_provider=provider,
-    )
-    channel = connect(running.address, timeout=10)
-    yield pb_grpc.PostureServiceStub(channel)
-    channel.close()
-    running.stop(grace=1)
-    bound.dispose()
+    with posture_server(tmp_path, spans[0]) as running:
+        channel = connect(running.address, timeout=10)
+        yield pb_grpc.PostureServiceStub(channel)
+        channel.close()
 
 
 def create(stub: pb_grpc.PostureServiceStub, *files: tuple[str, bytes]) -> scan_pb2.Scan:
