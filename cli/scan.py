@@ -17,7 +17,7 @@ from rich.table import Table
 
 from servicekit.errors import DomainError
 from services.posture import loader, report, rules
-from services.posture.domain import ScanReport, Severity
+from services.posture.domain import ScanReport, Severity, severity_counts
 from services.posture.suppress import SuppressionConfig, load_suppressions
 
 console = Console(stderr=True)
@@ -155,12 +155,11 @@ def _table(result: ScanReport, target: Console) -> None:
         target.print(
             f"[red]error[/red] {at.uri} document {at.document} line {at.line}: {error.message}"
         )
-    live = [f for f in result.findings if f.suppression is None]
-    counts = {s.name: sum(1 for f in live if f.severity is s) for s in reversed(Severity)}
-    summary = ", ".join(f"{n} {name.lower()}" for name, n in counts.items())
+    by_severity, suppressed = severity_counts(result.findings)
+    summary = ", ".join(f"{by_severity[s.name]} {s.name.lower()}" for s in reversed(Severity))
     target.print(
-        f"{result.objects_scanned} objects scanned, {len(live)} findings ({summary}), "
-        f"{len(result.findings) - len(live)} suppressed, {len(result.errors)} input errors"
+        f"{result.objects_scanned} objects scanned, {sum(by_severity.values())} findings "
+        f"({summary}), {suppressed} suppressed, {len(result.errors)} input errors"
     )
 
 

@@ -7,7 +7,7 @@ servicer and store; nothing here does I/O.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,3 +145,15 @@ class ScanReport:
     errors: tuple[ScanError, ...]
     objects_scanned: int
     objects_ignored: int = 0
+
+
+def severity_counts(findings: Iterable[Finding]) -> tuple[dict[str, int], int]:
+    """Count unsuppressed findings per severity name, and suppressed ones apart."""
+    by_severity = {s.name: 0 for s in Severity}
+    suppressed = 0
+    for finding in findings:
+        if finding.suppression is not None:
+            suppressed += 1
+        else:
+            by_severity[finding.severity.name] += 1
+    return by_severity, suppressed

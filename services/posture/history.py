@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.posture.domain import Finding, ScanError, Severity
+from services.posture.domain import Finding, ScanError
 
 
 class ScanState(enum.Enum):
@@ -111,15 +111,3 @@ def diff(
     seen = set(unique)
     fixed = tuple((f.finding, f.first_seen_time) for k, f in before.items() if k not in seen)
     return Diff(tuple(current), fixed)
-
-
-def counts(findings: Iterable[Finding]) -> tuple[dict[str, int], int]:
-    """Count unsuppressed findings per severity name, and suppressed ones apart."""
-    by_severity = {s.name: 0 for s in Severity}
-    suppressed = 0
-    for finding in findings:
-        if finding.suppression is not None:
-            suppressed += 1
-        else:
-            by_severity[finding.severity.name] += 1
-    return by_severity, suppressed

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from services.posture.domain import Control, Finding, ScanError, ScanReport, Severity
+from services.posture.domain import (
+    Control,
+    Finding,
+    ScanError,
+    ScanReport,
+    Severity,
+    severity_counts,
+)
 
 JSON_SCHEMA_VERSION = 1
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -34,17 +40,16 @@ SARIF_LEVEL = {
 
 def to_json(report: ScanReport) -> dict[str, Any]:
     """The documented JSON document: summary, findings and errors."""
-    active = [f for f in report.findings if f.suppression is None]
-    by_severity = Counter(f.severity.name for f in active)
+    by_severity, suppressed = severity_counts(report.findings)
     return {
         "schemaVersion": JSON_SCHEMA_VERSION,
         "summary": {
             "objectsScanned": report.objects_scanned,
             "objectsIgnored": report.objects_ignored,
-            "findings": len(active),
-            "suppressed": len(report.findings) - len(active),
+            "findings": sum(by_severity.values()),
+            "suppressed": suppressed,
             "errors": len(report.errors),
-            "bySeverity": {s.name: by_severity.get(s.name, 0) for s in reversed(Severity)},
+            "bySeverity": {s.name: by_severity[s.name] for s in reversed(Severity)},
         },
         "findings": [_finding_json(f) for f in report.findings],
         "errors": [_error_json(e) for e in report.errors],

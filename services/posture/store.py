@@ -21,13 +21,13 @@ from services.posture.domain import (
     Severity,
     SourceLocation,
     Suppression,
+    severity_counts,
 )
 from services.posture.history import (
     HistoryState,
     ScanRecord,
     ScanState,
     StoredFinding,
-    counts,
     diff,
     finding_id,
 )
@@ -125,7 +125,7 @@ class PostureStore:
             rows += [_finding_row(scan_id, f, HistoryState.FIXED, t) for f, t in changes.fixed]
             if rows:
                 session.execute(insert(_FindingRow), rows)
-            by_severity, suppressed = counts(report.findings)
+            by_severity, suppressed = severity_counts(report.findings)
             record = replace(
                 _scan_record(row),
                 state=ScanState.PARTIAL if report.errors else ScanState.SUCCEEDED,
