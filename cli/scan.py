@@ -123,7 +123,8 @@ def _emit(result: ScanReport, output_format: str, output: Path | None) -> None:
         if output_format == "json"
         else report.to_sarif(result, rules.CONTROLS)
     )
-    text = json.dumps(document, indent=2)
+    # Indented only for a person at a terminal: indent forces json's slow pure-Python encoder.
+    text = json.dumps(document, indent=2 if output is None and sys.stdout.isatty() else None)
     if output:
         output.write_text(text + "\n")
     else:

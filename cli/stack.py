@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.health import DOWN, SERVING, probe
 from cli.supervisor import SERVICES, Stack, StartError, announced
 
 console = Console()
@@ -19,6 +18,9 @@ DataOption = typer.Option(Path("data"), "--data", help="Data directory (SQLite f
 
 def status_table(data_dir: Path) -> tuple[Table, bool]:
     """Build the status table of every service under `data_dir`; True when all are SERVING."""
+    # grpc is imported here, not at module level: `parallax scan` must start fast without it.
+    from cli.health import DOWN, SERVING, probe
+
     addresses = announced(data_dir)
     table = Table("service", "address", "health")
     healthy = True
