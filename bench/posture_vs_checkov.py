@@ -53,30 +53,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=Path,
         default=Path(tempfile.gettempdir()) / "parallax-bench-disagreements.json",
     )
-    parser.add_argument("--run-parallax", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
-
-
-def run_parallax(corpus: Path) -> None:
-    """Child entry: load and evaluate the corpus, print counts and failing objects as JSON."""
-    from services.posture.loader import load_paths
-    from services.posture.rules import evaluate
-
-    manifests, errors = load_paths([str(corpus)])
-    report = evaluate(manifests)
-    failing = sorted(
-        {
-            (f.control_id, f.object.location.uri, f.object.kind, f.object.namespace, f.object.name)
-            for f in report.findings
-        }
-    )
-    out = {
-        "objects": len(manifests),
-        "load_errors": len(errors),
-        "findings": len(report.findings),
-        "failing": failing,
-    }
-    json.dump(out, sys.stdout)
 
 
 def ensure_checkov(venv_dir: Path, version: str) -> Path:
@@ -122,10 +99,11 @@ def measure(cmd: Sequence[str], env: dict[str, str]) -> Sample:
 
 
 def commands(args: argparse.Namespace, checkov: Path) -> dict[str, list[str]]:
-    script = str(Path(__file__).resolve())
     corpus = str(args.corpus)
+    # The real command a user runs, like `checkov -d`: start-up, imports and JSON output count.
+    parallax = str(Path(sys.executable).with_name("parallax"))
     return {
-        "parallax": [sys.executable, script, "--run-parallax", corpus],
+        "parallax": [parallax, "scan", corpus, "--format", "json"],
         "checkov": [
             str(checkov),
             *("-d", corpus, "--framework", "kubernetes", "-o", "json"),
@@ -183,8 +161,10 @@ def checkov_failures(stdout: str, corpus: Path) -> dict[str, set[ObjectKey]]:
 
 def parallax_failures(stdout: str, corpus: Path) -> dict[str, set[ObjectKey]]:
     failing: dict[str, set[ObjectKey]] = defaultdict(set)
-    for control_id, uri, kind, namespace, name in json.loads(stdout)["failing"]:
-        failing[control_id].add((relative(uri, corpus), kind, namespace or "default", name))
+    for finding in json.loads(stdout)["findings"]:
+        ref, uri = finding["object"], finding["source"]["uri"]
+        key = (relative(uri, corpus), ref["kind"], ref["namespace"] or "default", ref["name"])
+        failing[finding["controlId"]].add(key)
     return failing
 
 
@@ -235,15 +215,13 @@ def print_disagreements(rows: Iterable[dict[str, object]]) -> None:
 
 def main(argv: Sequence[str]) -> None:
     args = parse_args(argv)
-    if args.run_parallax is not None:
-        run_parallax(args.run_parallax)
-        return
     checkov = ensure_checkov(args.checkov_venv, args.checkov_version)
     print(f"checkov {args.checkov_version} from {checkov}; corpus {args.corpus}", flush=True)
     samples = run_rounds(commands(args, checkov), args.rounds)
     print_figures(samples)
     px_out = json.loads(samples["parallax"][-1].stdout)
-    print(f"parallax: {px_out['objects']} objects, {px_out['findings']} findings")
+    summary = px_out["summary"]
+    print(f"parallax: {summary['objectsScanned']} objects, {len(px_out['findings'])} findings")
     rows = compare(
         checkov_failures(samples["checkov"][-1].stdout, args.corpus),
         parallax_failures(samples["parallax"][-1].stdout, args.corpus),
