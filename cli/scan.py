@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from servicekit.errors import DomainError
@@ -71,14 +72,22 @@ def _local_scan(
     frameworks: list[str],
     config: SuppressionConfig | None,
 ) -> ScanReport:
-    with console.status("scanning...", spinner="dots"):
+    # A progress bar on stderr, only for a person at a terminal; it never touches stdout.
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("reading manifests", total=None)
         if cluster:
             from services.posture.livecluster import ClusterAccess
             from services.posture.scans import ClusterRequest
 
+            progress.update(task, description="listing the cluster")
             _, manifests, errors = ClusterAccess(None, False).list(ClusterRequest(context=context))
         else:
-            manifests, errors = loader.load_paths(paths)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            manifests, errors = loader.load_paths(paths, on_progress=advance)
+        progress.update(task, description=f"evaluating {len(manifests)} objects")
         result = rules.evaluate(manifests, frameworks=frameworks, suppressions=config)
     return ScanReport(
         result.findings,

@@ -11,7 +11,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,14 +78,19 @@ def load_text(text: str | bytes, uri: str) -> tuple[list[Manifest], list[ScanErr
     return manifests, errors
 
 
-def load_paths(paths: Sequence[str]) -> tuple[list[Manifest], list[ScanError]]:
-    """Load files, directories (recursively: *.yaml, *.yml, *.json) and "-" for stdin."""
+def load_paths(
+    paths: Sequence[str], on_progress: Callable[[int, int], None] | None = None
+) -> tuple[list[Manifest], list[ScanError]]:
+    """Load files, directories (recursively: *.yaml, *.yml, *.json) and "-" for stdin;
+    `on_progress(done, total)` is called after each file."""
     manifests: list[Manifest] = []
     sources, errors = read_sources(paths)
-    for uri, data in sources:
+    for done, (uri, data) in enumerate(sources, 1):
         found, problems = load_text(data, uri)
         manifests.extend(found)
         errors.extend(problems)
+        if on_progress is not None:
+            on_progress(done, len(sources))
     return manifests, errors
 
 

@@ -117,3 +117,43 @@ def test_remote_scan_matches_in_process(posture: str) -> None:
         return {(f["controlId"], f["object"]["name"], f["fieldPath"]) for f in document["findings"]}
 
     assert keys(remote) == keys(local)
+
+
+def test_progress_bar_only_at_a_terminal(tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    out = tmp_path / "report.json"
+    argv = [
+        sys.executable,
+        "-m",
+        "cli",
+        "scan",
+        str(BAD_PODS),
+        "--format",
+        "json",
+        "--output",
+        str(out),
+    ]
+    with subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=follower, stdin=subprocess.DEVNULL
+    ) as child:
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed its end of the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert child.wait(timeout=60) == 0
+    os.close(leader)
+    assert b"reading manifests" in shown or b"evaluating" in shown
+    assert json.loads(out.read_text())["findings"]
+    piped = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+    assert b"reading manifests" not in piped.stderr and b"evaluating" not in piped.stderr
