@@ -214,7 +214,7 @@ def _parse_yaml(text: str, first_line: int) -> Any:
         node = loader.get_single_node()
         if _may_alias(node, text) and _expanded_size(node, {}) > MAX_EXPANDED_NODES:
             return _Problem(f"aliases expand past {MAX_EXPANDED_NODES} nodes (alias bomb?)")
-        return None if node is None else loader.construct_document(node)
+        return None if node is None else _construct(loader, node)
     except yaml.MarkedYAMLError as exc:
         return _Problem(_yaml_message(exc, first_line))
     except yaml.YAMLError as exc:
@@ -225,6 +225,49 @@ def _parse_yaml(text: str, first_line: int) -> Any:
         return _Problem(f"unreadable value: {exc}")
     finally:
         loader.dispose()
+
+
+class _Unusual(Exception):
+    """A node the fast constructor leaves to PyYAML's (merge keys, other tags, complex keys)."""
+
+
+_CORE = yaml.constructor.SafeConstructor()
+_SCALARS: dict[str, Any] = {
+    "tag:yaml.org,2002:str": lambda node: node.value,
+    "tag:yaml.org,2002:null": lambda node: None,
+    "tag:yaml.org,2002:bool": _CORE.construct_yaml_bool,
+    "tag:yaml.org,2002:int": _CORE.construct_yaml_int,
+    "tag:yaml.org,2002:float": _CORE.construct_yaml_float,
+    # Kept as strings, as Kubernetes does (see _Loader).
+    "tag:yaml.org,2002:timestamp": lambda node: node.value,
+    "tag:yaml.org,2002:value": lambda node: node.value,
+}
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    """Build the document from its node tree. PyYAML's constructor is pure Python and most of
+    the load time; manifests only need maps, lists and core scalars, built here directly with
+    identical results, and anything unusual falls back to PyYAML."""
+    try:
+        return _fast(node)
+    except _Unusual:
+        return loader.construct_document(node)
+
+
+def _fast(node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        built = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                raise _Unusual
+            built[_fast(key)] = _fast(value)
+        return built
+    if isinstance(node, yaml.SequenceNode):
+        return [_fast(child) for child in node.value]
+    scalar = _SCALARS.get(node.tag)
+    if scalar is None:
+        raise _Unusual
+    return scalar(node)
 
 
 def _may_alias(node: yaml.Node | None, text: str) -> bool:
