@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import scan, stack
+from cli import certs, scan, stack
 
 app = typer.Typer(
     name="parallax",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 stack.register(app)
 scan.register(app)
+certs.register(app)
 
 
 def main() -> None:

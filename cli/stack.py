@@ -20,17 +20,29 @@ def status_table(data_dir: Path) -> tuple[Table, bool]:
     """Build the status table of every service under `data_dir`; True when all are SERVING."""
     # grpc is imported here, not at module level: `parallax scan` must start fast without it.
     from cli.health import DOWN, SERVING, probe
+    from servicekit.tls import TlsMaterial
 
-    addresses = announced(data_dir)
-    table = Table("service", "address", "health")
+    services = announced(data_dir)
+    client_tls = data_dir / "tls" / "cli"
+    table = Table("service", "address", "transport", "health")
     healthy = True
     for name in SERVICES:
-        address = addresses.get(name, "")
-        state = probe(address) if address else DOWN
+        service = services.get(name)
+        state = DOWN
+        if service is not None:
+            tls = TlsMaterial.load(client_tls) if service.tls else None
+            state = probe(service.address, tls)
         healthy = healthy and state == SERVING
         colour = {"SERVING": "green", "DOWN": "red"}.get(state, "yellow")
-        table.add_row(name, address or "-", f"[{colour}]{state}[/{colour}]")
+        transport = "-" if service is None else ("mTLS" if service.tls else "plaintext")
+        address = service.address if service else "-"
+        table.add_row(name, address, transport, f"[{colour}]{state}[/{colour}]")
     return table, healthy
+
+
+InsecureUpOption = typer.Option(
+    False, "--insecure", help="Plaintext without authorization, for local development only."
+)
 
 
 def up(
@@ -38,9 +50,11 @@ def up(
     base_port: int = typer.Option(
         50051, "--base-port", help="Port of posture; the others follow. 0 picks free ports."
     ),
+    insecure: bool = InsecureUpOption,
 ) -> None:
-    """Start the four services on localhost with SQLite under --data; Ctrl-C stops them."""
-    stack = Stack(data.resolve(), base_port=base_port)
+    """Start the four services on localhost with SQLite under --data, over mutual TLS with
+    certificates under DATA/tls (created if missing); Ctrl-C stops them."""
+    stack = Stack(data.resolve(), base_port=base_port, insecure=insecure)
     try:
         stack.start()
     except StartError as exc:

@@ -10,6 +10,7 @@ import json
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,12 +58,17 @@ class Stack:
 
     data_dir: Path
     base_port: int = 50051
+    insecure: bool = False
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     children: dict[str, Child] = field(default_factory=dict)
 
     def start(self, timeout: float = 30.0) -> None:
         """Start every service, upstreams first, and wait for each announcement."""
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        if not self.insecure:
+            from servicekit import pki  # cryptography loads only when certificates are needed
+
+            pki.init_directory(self.tls_dir, node=socket.gethostname())
         try:
             for name in SERVICES:
                 self.children[name] = self._spawn(name)
@@ -70,6 +76,11 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the development CA and the components' certificates live."""
+        return self.data_dir / "tls"
 
     def _port(self, name: str) -> int:
         if self.base_port == 0:
@@ -80,6 +91,12 @@ class Stack:
         env = dict(self.env)
         env["PARALLAX_DATA"] = str(self.data_dir)
         env["PARALLAX_LISTEN"] = f"127.0.0.1:{self._port(name)}"
+        env.pop("PARALLAX_TLS_DIR", None)
+        env.pop("PARALLAX_INSECURE", None)
+        if self.insecure:
+            env["PARALLAX_INSECURE"] = "true"
+        else:
+            env["PARALLAX_TLS_DIR"] = str(self.tls_dir / name)
         for variable, upstream in UPSTREAMS.get(name, {}).items():
             env[variable] = self.children[upstream].address
         log_path = self.data_dir / "logs" / f"{name}.log"
@@ -150,11 +167,20 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else "it exited without logging anything"
 
 
-def announced(data_dir: Path) -> dict[str, str]:
-    """Return the address each service announced under `data_dir`, by service name."""
-    found: dict[str, str] = {}
+@dataclass(frozen=True)
+class Announcement:
+    """What a running service wrote about itself: where it listens and whether it speaks TLS."""
+
+    address: str
+    tls: bool
+
+
+def announced(data_dir: Path) -> dict[str, Announcement]:
+    """Return what each service announced under `data_dir`, by service name."""
+    found: dict[str, Announcement] = {}
     for name in SERVICES:
         path = data_dir / "run" / f"{name}.json"
         with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-            found[name] = str(json.loads(path.read_text())["address"])
+            record = json.loads(path.read_text())
+            found[name] = Announcement(str(record["address"]), bool(record.get("tls")))
     return found

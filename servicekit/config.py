@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from servicekit import tls
+from servicekit.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
+__all__ = ["ConfigError", "ServerSettings", "address", "data_dir", "integer", "number", "text"]
 
 
 def text(env: Mapping[str, str], name: str, default: str) -> str:
@@ -57,6 +58,10 @@ def address(env: Mapping[str, str], name: str, default: str | None) -> str:
     return raw
 
 
+def _optional_address(env: Mapping[str, str], name: str) -> str | None:
+    return address(env, name, None) if env.get(name) else None
+
+
 def data_dir(env: Mapping[str, str]) -> Path:
     """Return PARALLAX_DATA, the directory for SQLite files and run state (default ./data)."""
     return Path(env.get("PARALLAX_DATA") or os.path.join(os.getcwd(), "data"))
@@ -65,8 +70,10 @@ def data_dir(env: Mapping[str, str]) -> Path:
 @dataclass(frozen=True)
 class ServerSettings:
     """What every service process needs to serve: where to listen, where its data lives, which
-    database to open and how to log. Read from PARALLAX_LISTEN, PARALLAX_DATA, DATABASE_URL,
-    PARALLAX_LOG_LEVEL and PARALLAX_GRACE_SECONDS."""
+    database to open, how to log, its TLS material and an optional plaintext health-only port
+    for kubelet probes (which cannot present client certificates). Read from PARALLAX_LISTEN,
+    PARALLAX_DATA, DATABASE_URL, PARALLAX_LOG_LEVEL, PARALLAX_GRACE_SECONDS, PARALLAX_TLS_DIR or
+    PARALLAX_INSECURE, and PARALLAX_HEALTH_LISTEN."""
 
     service: str
     listen: str
@@ -74,6 +81,8 @@ class ServerSettings:
     database_url: str | None
     log_level: str
     grace_seconds: float
+    tls: tls.TlsMaterial | None
+    health_listen: str | None
 
     @property
     def run_dir(self) -> Path:
@@ -95,4 +104,6 @@ class ServerSettings:
             database_url=env.get("DATABASE_URL") or None,
             log_level=level,
             grace_seconds=number(env, "PARALLAX_GRACE_SECONDS", 5.0, low=0.0, high=300.0),
+            tls=tls.from_env(env),
+            health_listen=_optional_address(env, "PARALLAX_HEALTH_LISTEN"),
         )

@@ -4,6 +4,11 @@ canonical gRPC status code, so domain modules never import grpc."""
 from __future__ import annotations
 
 
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable. Raised at start-up,
+    never at the RPC boundary."""
+
+
 class DomainError(Exception):
     """Base of every error a service deliberately reports to its caller."""
 

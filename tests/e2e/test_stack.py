@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cli.supervisor import SERVICES, Stack
 from servicekit.channels import connect
+from servicekit.tls import TlsMaterial
 from tests.processes import gone, read_until
 
 pytestmark = pytest.mark.slow
@@ -38,9 +39,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running.stop()
 
 
+def client(stack: Stack, service: str) -> grpc.Channel:
+    """A channel to `service` over mTLS with the CLI's certificate, as `parallax up` issues."""
+    tls = TlsMaterial.load(stack.tls_dir / "cli")
+    return connect(
+        stack.children[service].address, timeout=5, credentials=tls.channel_credentials()
+    )
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_service_serves_health_and_reflection(stack: Stack, service: str) -> None:
-    with connect(stack.children[service].address, timeout=5) as channel:
+    with client(stack, service) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for name in ("", FULL_NAMES[service]):
             reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
@@ -56,7 +65,7 @@ def test_service_serves_health_and_reflection(stack: Stack, service: str) -> Non
 def test_unbuilt_rpc_says_what_is_missing(stack: Stack) -> None:
     from parallax.runtime.v1 import runtime_service_pb2, runtime_service_pb2_grpc
 
-    with connect(stack.children["runtime"].address, timeout=5) as channel:
+    with client(stack, "runtime") as channel:
         stub = runtime_service_pb2_grpc.RuntimeServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
             stub.GetProfile(runtime_service_pb2.GetProfileRequest(), timeout=5)
@@ -100,6 +109,7 @@ def test_parallax_up_and_status_then_sigterm_leaves_nothing(tmp_path: Path) -> N
         )
         assert status.returncode == 0, status.stdout.decode()
         assert status.stdout.decode().count("SERVING") == 4
+        assert status.stdout.decode().count("mTLS") == 4
         pids = [json.loads(p.read_text())["pid"] for p in (tmp_path / "run").glob("*.json")]
         assert len(pids) == 4
         up.send_signal(signal.SIGTERM)

@@ -11,7 +11,8 @@ from servicekit.storage import database_url
 
 
 def test_server_settings_defaults(tmp_path: Path) -> None:
-    settings = ServerSettings.from_env({"PARALLAX_DATA": str(tmp_path)}, "posture", 50051)
+    env = {"PARALLAX_DATA": str(tmp_path), "PARALLAX_INSECURE": "true"}
+    settings = ServerSettings.from_env(env, "posture", 50051)
     assert settings.listen == "127.0.0.1:50051"
     assert settings.run_dir == tmp_path / "run"
     assert settings.database_url is None
@@ -29,7 +30,18 @@ def test_server_settings_defaults(tmp_path: Path) -> None:
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        ServerSettings.from_env(env, "posture", 50051)
+        ServerSettings.from_env({"PARALLAX_INSECURE": "true", **env}, "posture", 50051)
+
+
+def test_plaintext_is_never_implicit(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="PARALLAX_TLS_DIR is not set"):
+        ServerSettings.from_env({}, "posture", 50051)
+    with pytest.raises(ConfigError, match="not both"):
+        ServerSettings.from_env(
+            {"PARALLAX_INSECURE": "true", "PARALLAX_TLS_DIR": str(tmp_path)}, "posture", 50051
+        )
+    with pytest.raises(ConfigError, match="run `parallax certs init`"):
+        ServerSettings.from_env({"PARALLAX_TLS_DIR": str(tmp_path)}, "posture", 50051)
 
 
 def test_required_upstream_address() -> None:

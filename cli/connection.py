@@ -1,0 +1,43 @@
+"""How `parallax` client commands reach a service: mutual TLS with the CLI's certificate (from
+--tls-dir, PARALLAX_TLS_DIR, or DATA/tls/cli as `parallax up` writes it), or plaintext only when
+--insecure / PARALLAX_INSECURE=true says so."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+import typer
+
+from servicekit.channels import DEFAULT_TIMEOUT, connect
+from servicekit.errors import ConfigError
+from servicekit.tls import TlsMaterial
+
+TlsDirOption = typer.Option(
+    None, "--tls-dir", help="Client certificate directory (tls.crt, tls.key, ca.crt)."
+)
+InsecureOption = typer.Option(False, "--insecure", help="Plaintext, for local development only.")
+
+
+def material(
+    tls_dir: Path | None, insecure: bool, data_dir: Path = Path("data")
+) -> TlsMaterial | None:
+    """Resolve the client's TLS material, or None for an explicit plaintext connection."""
+    if insecure or os.environ.get("PARALLAX_INSECURE", "").lower() == "true":
+        return None
+    for candidate in (tls_dir, os.environ.get("PARALLAX_TLS_DIR"), data_dir / "tls" / "cli"):
+        if candidate and Path(candidate, "tls.crt").exists():
+            return TlsMaterial.load(Path(candidate))
+    raise ConfigError(
+        "no client certificate: pass --tls-dir, set PARALLAX_TLS_DIR, run `parallax certs init`, "
+        "or use --insecure against a plaintext development server"
+    )
+
+
+def channel(
+    address: str, tls: TlsMaterial | None, timeout: float = DEFAULT_TIMEOUT
+) -> grpc.Channel:
+    """Open a traced channel with deadlines to `address` over mTLS (or plaintext for None)."""
+    credentials = tls.channel_credentials() if tls is not None else None
+    return connect(address, timeout=timeout, credentials=credentials)
