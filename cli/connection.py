@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import grpc
 import typer
 
-from servicekit.channels import DEFAULT_TIMEOUT, connect
 from servicekit.errors import ConfigError
-from servicekit.tls import TlsMaterial
+
+if TYPE_CHECKING:  # grpc loads only when a command really connects: `parallax scan` starts fast
+    import grpc
+
+    from servicekit.tls import TlsMaterial
 
 TlsDirOption = typer.Option(
     None, "--tls-dir", help="Client certificate directory (tls.crt, tls.key, ca.crt)."
@@ -24,6 +27,8 @@ def material(
     tls_dir: Path | None, insecure: bool, data_dir: Path = Path("data")
 ) -> TlsMaterial | None:
     """Resolve the client's TLS material, or None for an explicit plaintext connection."""
+    from servicekit.tls import TlsMaterial
+
     if insecure or os.environ.get("PARALLAX_INSECURE", "").lower() == "true":
         return None
     for candidate in (tls_dir, os.environ.get("PARALLAX_TLS_DIR"), data_dir / "tls" / "cli"):
@@ -35,9 +40,9 @@ def material(
     )
 
 
-def channel(
-    address: str, tls: TlsMaterial | None, timeout: float = DEFAULT_TIMEOUT
-) -> grpc.Channel:
+def channel(address: str, tls: TlsMaterial | None, timeout: float = 10.0) -> grpc.Channel:
     """Open a traced channel with deadlines to `address` over mTLS (or plaintext for None)."""
+    from servicekit.channels import connect
+
     credentials = tls.channel_credentials() if tls is not None else None
     return connect(address, timeout=timeout, credentials=credentials)

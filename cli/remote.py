@@ -10,7 +10,8 @@ from parallax.posture.v1 import posture_service_pb2 as pb
 from parallax.posture.v1 import posture_service_pb2_grpc as pb_grpc
 from parallax.type.v1 import source_pb2
 
-from servicekit.channels import connect
+from cli.connection import channel
+from servicekit.tls import TlsMaterial
 from services.posture import loader, wire
 from services.posture.domain import ScanError, ScanReport
 from services.posture.suppress import SuppressionConfig
@@ -20,6 +21,7 @@ TIMEOUT = 120.0
 
 def remote_scan(
     address: str,
+    tls: TlsMaterial | None,
     paths: list[str],
     cluster: bool,
     context: str,
@@ -43,8 +45,8 @@ def remote_scan(
             object_name=_glob(rule.name),
             reason=rule.reason,
         )
-    with connect(address, timeout=TIMEOUT) as channel:
-        stub = pb_grpc.PostureServiceStub(channel)
+    with channel(address, tls, timeout=TIMEOUT) as opened:
+        stub = pb_grpc.PostureServiceStub(opened)
         scan = stub.CreateScan(request, timeout=TIMEOUT).scan
         findings = [wire.finding_from_wire(f) for f in _all_findings(stub, scan.name)]
     errors = read_errors + [wire.scan_error_from_wire(e) for e in scan.errors]

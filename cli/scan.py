@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from cli.connection import InsecureOption, TlsDirOption, material
 from servicekit.errors import DomainError
 from services.posture import loader, report, rules
 from services.posture.domain import ScanReport, Severity, severity_counts
@@ -44,6 +45,8 @@ def scan(
         None, "--suppressions", help="Suppression config YAML."
     ),
     posture: str = typer.Option("", "--posture", help="Submit to the posture service at ADDR."),
+    tls_dir: Path | None = TlsDirOption,
+    insecure: bool = InsecureOption,
 ) -> None:
     """Scan manifests or a cluster against Parallax's posture controls."""
     threshold = _threshold(fail_on)
@@ -56,7 +59,8 @@ def scan(
         if posture:
             from cli.remote import remote_scan
 
-            result = remote_scan(posture, paths or [], cluster, context, framework, config)
+            tls = material(tls_dir, insecure)
+            result = remote_scan(posture, tls, paths or [], cluster, context, framework, config)
         else:
             result = _local_scan(paths or [], cluster, context, framework, config)
     except (DomainError, OSError) as exc:
@@ -87,7 +91,7 @@ def _local_scan(
                 progress.update(task, completed=done, total=total)
 
             manifests, errors = loader.load_paths(paths, on_progress=advance)
-        progress.update(task, description=f"evaluating {len(manifests)} objects")
+        progress.update(task, description=f"evaluating {len(manifests)} objects", refresh=True)
         result = rules.evaluate(manifests, frameworks=frameworks, suppressions=config)
     return ScanReport(
         result.findings,

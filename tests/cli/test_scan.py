@@ -109,7 +109,9 @@ def posture(tmp_path: Path) -> Iterator[str]:
 
 def test_remote_scan_matches_in_process(posture: str) -> None:
     local = json.loads(run("scan", str(BAD_PODS), "--format", "json")[1])
-    code, stdout = run("scan", str(BAD_PODS), "--format", "json", "--posture", posture)
+    code, stdout = run(
+        "scan", str(BAD_PODS), "--format", "json", "--posture", posture, "--insecure"
+    )
     assert code == 0
     remote = json.loads(stdout)
 
