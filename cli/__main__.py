@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import certs, scan, stack
+from cli import agent, certs, runtime, scan, stack
 
 app = typer.Typer(
     name="parallax",
@@ -15,6 +15,8 @@ app = typer.Typer(
 )
 stack.register(app)
 scan.register(app)
+runtime.register(app)
+agent.register(app)
 certs.register(app)
 
 

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 
-from parallax.runtime.v1 import runtime_service_pb2_grpc as pb_grpc
-
-from servicekit import serve
+from servicekit import serve, storage
 from services.runtime.config import Settings
-from services.runtime.servicer import RuntimeServicer
-
-SERVICE_NAME = "parallax.runtime.v1.RuntimeService"
+from services.runtime.engine import Engine
+from services.runtime.outputs import JsonLines, Ticker, Webhook
+from services.runtime.servicer import RuntimeServicer, registration
+from services.runtime.store import RuntimeStore
 
 
 def main() -> None:
     """Serve the runtime service until SIGTERM."""
     settings = Settings.from_env(os.environ)
-    servicer = RuntimeServicer()
-    registration = serve.Registration(
-        SERVICE_NAME, lambda server: pb_grpc.add_RuntimeServiceServicer_to_server(servicer, server)
-    )
-    serve.run(settings.server, lambda provider: [registration])
+    server = settings.server
+    url = storage.database_url(server.database_url, server.data_dir, "runtime")
+    engine = Engine(RuntimeStore(storage.engine(url)), time.time, settings.learning_window)
+    if settings.alerts_stdout:
+        engine.subscribe(JsonLines(sys.stdout))
+    if settings.webhook_url:
+        engine.subscribe(Webhook(settings.webhook_url, settings.webhook_attempts))
+    Ticker(engine.tick, settings.tick_seconds).start()
+    serve.run(server, lambda provider: [registration(RuntimeServicer(engine))])
 
 
 if __name__ == "__main__":

@@ -1,30 +1,238 @@
-"""The RuntimeService servicer. Ingest, profiles, learning and alerts are built in the runtime
-issue; until then each RPC answers UNIMPLEMENTED and says what is missing."""
+"""The RuntimeService gRPC servicer: parses requests, calls the engine and the read-side queries
+under the engine's lock, and renders responses. Errors are domain errors mapped by servicekit."""
 
 from __future__ import annotations
 
+import queue
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from parallax.runtime.v1 import runtime_service_pb2 as pb
 from parallax.runtime.v1 import runtime_service_pb2_grpc as pb_grpc
+from parallax.type.v1 import change_pb2
 
-from servicekit.pending import with_pending
+from servicekit import authz, serve
+from servicekit.errors import InvalidArgument, PermissionDenied
+from servicekit.pagination import Page, page
+from services.runtime import queries, render, rules, wire
+from services.runtime.alerts import AlertState
+from services.runtime.engine import Change, Engine
+from services.runtime.profiles import State
 
-_PROFILES = "behaviour profiles and their learning lifecycle are not built yet"
-_ALERTS = "detection rules and alert storage are not built yet"
+SERVICE_NAME = "parallax.runtime.v1.RuntimeService"
+MAX_WINDOW = 30 * 24 * 3600
+_STATES = {1: State.LEARNING, 2: State.COMPLETE, 3: State.PARTIAL}
+_CHANGES = {
+    "added": change_pb2.CHANGE_TYPE_ADDED,
+    "updated": change_pb2.CHANGE_TYPE_UPDATED,
+    "removed": change_pb2.CHANGE_TYPE_REMOVED,
+}
+T = TypeVar("T")
 
-RuntimeServicer = with_pending(
-    pb_grpc.RuntimeServiceServicer,
-    "RuntimeService",
-    {
-        "ReportEvents": "event ingest from agents is not built yet",
-        "ListWorkloads": _PROFILES,
-        "SetLearning": _PROFILES,
-        "ListLearningTargets": _PROFILES,
-        "GetProfile": _PROFILES,
-        "ListProfiles": _PROFILES,
-        "ListAlerts": _ALERTS,
-        "GetAlert": _ALERTS,
-        "SetAlertState": _ALERTS,
-        "WatchAlerts": _ALERTS,
-        "ListRules": _ALERTS,
-        "ListNodes": "per-node drop and attribution counters are not stored yet",
-    },
-)
+
+def _slice(items: Sequence[T], where: Page) -> tuple[Sequence[T], str]:
+    chunk = items[where.offset : where.offset + where.size]
+    return chunk, where.next_token(len(chunk), where.offset + len(chunk) < len(items))
+
+
+def _ref(message: Any) -> queries.RefFilter:
+    return queries.RefFilter(
+        message.namespace, message.kind, message.name, message.pod, message.container
+    )
+
+
+def _seconds(stamp: Any) -> float:
+    return float(stamp.seconds) + float(stamp.nanos) * 1e-9
+
+
+class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
+    """Serves ingest, profiles, learning targets, alerts, rules and nodes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def ReportEvents(
+        self, request_iterator: Iterable[pb.ReportEventsRequest], context: Any
+    ) -> Iterator[pb.ReportEventsResponse]:
+        for request in request_iterator:
+            _check_node(context, request)
+            duplicate = self.engine.ingest(wire.batch(request, self.engine.clock()))
+            yield pb.ReportEventsResponse(
+                acknowledged_sequence=request.sequence, duplicate=duplicate
+            )
+
+    def ListWorkloads(
+        self, request: pb.ListWorkloadsRequest, context: Any
+    ) -> pb.ListWorkloadsResponse:
+        where = page(
+            request.page_size, request.page_token, request.namespace, request.profile_state
+        )
+        engine = self.engine
+        with engine.lock:
+            found = queries.workloads(engine, request.namespace, _STATES.get(request.profile_state))
+            chunk, token = _slice(found, where)
+            rendered = [
+                render.workload(
+                    r,
+                    queries.current_profiles(engine, r.workload),
+                    engine.default_window,
+                    queries.open_alerts(engine, r.workload),
+                )
+                for r in chunk
+            ]
+        return pb.ListWorkloadsResponse(workloads=rendered, next_page_token=token)
+
+    def SetLearning(self, request: pb.SetLearningRequest, context: Any) -> pb.SetLearningResponse:
+        ref = request.workload
+        workload = queries.workload_of(ref.namespace, ref.kind, ref.name)
+        window = _seconds(request.learning_window) if request.HasField("learning_window") else None
+        if window is not None and not 1 <= window <= MAX_WINDOW:
+            raise InvalidArgument("learning_window must be between 1 second and 30 days")
+        engine = self.engine
+        record = engine.set_learning(workload, ref.container, request.enabled, window)
+        with engine.lock:
+            current = queries.current_profiles(engine, workload)
+            message = render.workload(
+                record, current, engine.default_window, queries.open_alerts(engine, workload)
+            )
+        return pb.SetLearningResponse(workload=message)
+
+    def ListLearningTargets(
+        self, request: pb.ListLearningTargetsRequest, context: Any
+    ) -> pb.ListLearningTargetsResponse:
+        where = page(request.page_size, request.page_token, request.node_name)
+        self.engine.tick()
+        with self.engine.lock:
+            chunk, token = _slice(queries.learning_targets(self.engine), where)
+            rendered = [
+                render.target(r, p, m, self.engine.default_window, request.node_name)
+                for r, p, m in chunk
+            ]
+        return pb.ListLearningTargetsResponse(learning_targets=rendered, next_page_token=token)
+
+    def GetProfile(self, request: pb.GetProfileRequest, context: Any) -> pb.GetProfileResponse:
+        ref = request.workload
+        workload = queries.workload_of(ref.namespace, ref.kind, ref.name)
+        self.engine.tick()
+        with self.engine.lock:
+            found = queries.profile(self.engine, workload, ref.container, request.image_digest)
+            return pb.GetProfileResponse(profile=render.profile(found, self.engine.clock()))
+
+    def ListProfiles(
+        self, request: pb.ListProfilesRequest, context: Any
+    ) -> pb.ListProfilesResponse:
+        where = _ref(request.workload)
+        since = _seconds(request.min_update_time)
+        state = _STATES.get(request.state)
+        paging = page(
+            request.page_size,
+            request.page_token,
+            where,
+            state,
+            request.include_superseded,
+            since,
+            request.summary_only,
+        )
+        self.engine.tick()
+        with self.engine.lock:
+            found = queries.profiles(self.engine, where, state, request.include_superseded, since)
+            chunk, token = _slice(found, paging)
+            now = self.engine.clock()
+            rendered = [render.profile(p, now, request.summary_only) for p in chunk]
+        return pb.ListProfilesResponse(profiles=rendered, next_page_token=token)
+
+    def ListAlerts(self, request: pb.ListAlertsRequest, context: Any) -> pb.ListAlertsResponse:
+        where = queries.AlertFilter(
+            _ref(request.workload),
+            AlertState(request.state) if request.state else None,
+            int(request.minimum_severity),
+            tuple(request.rule_ids),
+            _seconds(request.min_last_seen_time),
+        )
+        paging = page(request.page_size, request.page_token, where)
+        with self.engine.lock:
+            found = queries.alerts(self.engine, where)
+        chunk, token = _slice(found, paging)
+        return pb.ListAlertsResponse(alerts=[render.alert(a) for a in chunk], next_page_token=token)
+
+    def GetAlert(self, request: pb.GetAlertRequest, context: Any) -> pb.GetAlertResponse:
+        with self.engine.lock:
+            found = self.engine.alerts.get(_alert_id(request.name))
+        return pb.GetAlertResponse(alert=render.alert(found))
+
+    def SetAlertState(
+        self, request: pb.SetAlertStateRequest, context: Any
+    ) -> pb.SetAlertStateResponse:
+        if request.state not in (int(AlertState.ACKNOWLEDGED), int(AlertState.RESOLVED)):
+            raise InvalidArgument("state must be ALERT_STATE_ACKNOWLEDGED or ALERT_STATE_RESOLVED")
+        changed = self.engine.set_alert_state(
+            _alert_id(request.name), AlertState(request.state), request.reason
+        )
+        return pb.SetAlertStateResponse(alert=render.alert(changed))
+
+    def WatchAlerts(
+        self, request: pb.WatchAlertsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchAlertsResponse]:
+        where = queries.AlertFilter(_ref(request.workload), None, int(request.minimum_severity))
+        changes: queue.Queue[list[tuple[Any, Change]] | None] = queue.Queue()
+        context.add_callback(lambda: changes.put(None))
+        with self.engine.lock:
+            unsubscribe = self.engine.subscribe(changes.put)
+            current = [a for a in self.engine.alerts.live.values() if where.matches(a)]
+        try:
+            for alert in sorted(current, key=lambda a: a.first_seen):
+                yield pb.WatchAlertsResponse(
+                    change_type=change_pb2.CHANGE_TYPE_CURRENT, alert=render.alert(alert)
+                )
+            yield pb.WatchAlertsResponse(change_type=change_pb2.CHANGE_TYPE_SYNCED)
+            while (batch := changes.get()) is not None:
+                for alert, change in batch:
+                    if where.matches(alert):
+                        yield pb.WatchAlertsResponse(
+                            change_type=_CHANGES[change], alert=render.alert(alert)
+                        )
+        finally:
+            unsubscribe()
+
+    def ListRules(self, request: pb.ListRulesRequest, context: Any) -> pb.ListRulesResponse:
+        chunk, token = _slice(rules.RULES, page(request.page_size, request.page_token))
+        return pb.ListRulesResponse(rules=[render.rule(r) for r in chunk], next_page_token=token)
+
+    def ListNodes(self, request: pb.ListNodesRequest, context: Any) -> pb.ListNodesResponse:
+        where = page(request.page_size, request.page_token, request.state)
+        with self.engine.lock:
+            now = self.engine.clock()
+            found = [render.node(n, now) for _, n in sorted(self.engine.nodes.items())]
+        found = [n for n in found if not request.state or n.state == request.state]
+        chunk, token = _slice(found, where)
+        return pb.ListNodesResponse(nodes=chunk, next_page_token=token)
+
+
+def registration(servicer: RuntimeServicer) -> serve.Registration:
+    """Mount `servicer` as parallax.runtime.v1.RuntimeService: agents report events and poll
+    their learning targets; everything else follows the default roles."""
+    return serve.Registration(
+        SERVICE_NAME,
+        lambda server: pb_grpc.add_RuntimeServiceServicer_to_server(servicer, server),
+        roles={
+            "ReportEvents": [authz.AGENT],
+            "ListLearningTargets": [authz.AGENT, authz.READER, authz.OPERATOR, authz.CORRELATOR],
+        },
+    )
+
+
+def _check_node(context: Any, request: pb.ReportEventsRequest) -> None:
+    caller = authz.identity(context)
+    if caller is not None and caller.node and caller.node != request.node_name:
+        raise PermissionDenied(
+            f"{caller.name} is the agent of node {caller.node}; it may not report for "
+            f"{request.node_name!r}"
+        )
+
+
+def _alert_id(name: str) -> str:
+    prefix, _, alert_id = name.partition("/")
+    if prefix != "alerts" or not alert_id or "/" in alert_id:
+        raise InvalidArgument(f"alert name must look like alerts/{{id}}, got {name!r}")
+    return alert_id

@@ -63,14 +63,15 @@ def test_service_serves_health_and_reflection(stack: Stack, service: str) -> Non
 
 
 def test_unbuilt_rpc_says_what_is_missing(stack: Stack) -> None:
-    from parallax.runtime.v1 import runtime_service_pb2, runtime_service_pb2_grpc
+    from parallax.correlator.v1 import correlator_service_pb2 as pb
+    from parallax.correlator.v1 import correlator_service_pb2_grpc as pb_grpc
 
-    with client(stack, "runtime") as channel:
-        stub = runtime_service_pb2_grpc.RuntimeServiceStub(channel)
+    with client(stack, "correlator") as channel:
+        stub = pb_grpc.CorrelatorServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
-            stub.GetProfile(runtime_service_pb2.GetProfileRequest(), timeout=5)
+            stub.ListRisks(pb.ListRisksRequest(), timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
-    assert "RuntimeService.GetProfile is not implemented yet" in caught.value.details()  # type: ignore[attr-defined]
+    assert "CorrelatorService.ListRisks is not implemented yet" in caught.value.details()  # type: ignore[attr-defined]
 
 
 def test_each_service_stops_gracefully_on_sigterm(tmp_path: Path) -> None:

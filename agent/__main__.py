@@ -1,0 +1,148 @@
+"""Composition root of the node agent, `python -m agent`: kernel source → attribution →
+shipper, with pod metadata from the API server, metrics over HTTP and a graceful stop on
+SIGTERM. The kernel side provides `agent.probes.consumer.open_source(cgroup_root)`, a
+KernelSource."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import logging
+import os
+import platform
+import signal
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from parallax.runtime.v1 import event_pb2, runtime_service_pb2
+from parallax.type.v1 import platform_pb2
+
+from agent.attribution import kube, paths
+from agent.attribution.attributor import Attributor
+from agent.attribution.pods import PodIndex
+from agent.config import Settings
+from agent.metrics import AgentMetrics
+from agent.ship.outbox import DropKey, Outbox
+from agent.ship.sender import Sender
+from servicekit import logs
+from servicekit.channels import connect
+
+log = logging.getLogger("agent")
+_ARCHES = {"x86_64": platform_pb2.ARCHITECTURE_X86_64, "aarch64": platform_pb2.ARCHITECTURE_AARCH64}
+
+
+class CgroupRecord(Protocol):
+    """A cgroup created or removed (agent.decode.CgroupChange)."""
+
+    cgroup_id: int
+    path: str
+    created: bool
+
+
+class KernelRead(Protocol):
+    """What one read of the kernel side returns: events in read order (cgroup_id set,
+    attribution empty) and the cgroup changes seen since the previous read."""
+
+    events: Sequence[event_pb2.Event]
+    cgroups: Sequence[CgroupRecord]
+
+
+class KernelSource(Protocol):
+    """The kernel side as the agent's main loop uses it."""
+
+    def read(self, timeout: float) -> KernelRead:
+        """Wait at most `timeout` seconds for events, then return what was read."""
+
+    def drops(self) -> Mapping[DropKey, int]:
+        """Cumulative drop counters by (EventType, DropSource)."""
+
+    def close(self) -> None:
+        """Detach the programs."""
+
+
+def pump(
+    source: KernelSource,
+    attributor: Attributor,
+    sender: Sender,
+    metrics: AgentMetrics,
+    *,
+    stopping: threading.Event,
+    poll: float = 0.05,
+) -> None:
+    """The main loop: read, learn cgroups, attribute, ship, until `stopping` is set."""
+    while not stopping.is_set():
+        read = source.read(poll)
+        for change in read.cgroups:
+            if change.created:
+                attributor.learn(change.cgroup_id, change.path)
+        sender.submit(attributor.attribute(read.events) + attributor.tick())
+        sender.set_drops(dict(source.drops()))
+        metrics.held.set(attributor.held)
+
+
+def header(settings: Settings) -> runtime_service_pb2.ReportEventsRequest:
+    """The fields every batch of this session repeats."""
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return runtime_service_pb2.ReportEventsRequest(
+        agent_id=settings.agent_id,
+        node_name=settings.node_name,
+        boot_id=boot,
+        session_id=str(uuid.uuid4()),
+        agent_version=importlib.metadata.version("parallax"),
+        kernel_release=platform.release(),
+        arch=_ARCHES.get(platform.machine(), platform_pb2.ARCHITECTURE_UNSPECIFIED),
+    )
+
+
+def main() -> None:
+    """Run the agent until SIGTERM or SIGINT."""
+    settings = Settings.from_env(os.environ)
+    logs.configure("agent", settings.log_level)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    metrics = AgentMetrics()
+    metrics.serve(settings.metrics_address, settings.metrics_port)
+    index, client = PodIndex(), kube.api_client(settings.kube_mode, settings.kubeconfig)
+    watcher = kube.PodWatcher(client, settings.node_name, index) if client else None
+    if watcher:
+        watcher.start()
+    walk = functools.partial(paths.walk, str(settings.cgroup_root))
+    attributor = Attributor(
+        index,
+        settings.pod_registry,
+        hold_seconds=settings.hold_seconds,
+        hold_limit=settings.hold_events,
+        rescan=walk,
+    )
+    for cgroup_id, path in walk():
+        attributor.learn(cgroup_id, path)
+    outbox = Outbox(
+        header(settings),
+        batch_events=settings.batch_events,
+        batch_latency=settings.batch_latency,
+        buffer_events=settings.buffer_events,
+    )
+    credentials = settings.runtime_tls.channel_credentials() if settings.runtime_tls else None
+    consumer = importlib.import_module("agent.probes.consumer")
+    open_source: Callable[[Path], KernelSource] = consumer.open_source
+    source = open_source(settings.cgroup_root)
+    with connect(settings.runtime_address, credentials=credentials) as channel:
+        sender = Sender(outbox, channel, metrics, ack_timeout=settings.ack_timeout)
+        sender.start()
+        try:
+            pump(source, attributor, sender, metrics, stopping=stopping)
+        finally:
+            source.close()
+            if not sender.stop(settings.grace_seconds):
+                log.warning("stopped with %d events unacknowledged", outbox.buffered)
+            if watcher:
+                watcher.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Ring-buffer records of agent/probes to `parallax.runtime.v1.Event` messages (cgroup_id set,
+attribution left for agent.attribution), and syscall numbers to names for the running kernel's
+table from libseccomp. Called by the probes' consumer and the recorder.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import struct
+import time
+from dataclasses import dataclass
+
+import pyseccomp
+from parallax.runtime.v1 import event_pb2 as pb
+from parallax.type.v1 import platform_pb2
+
+from agent.probes import dns
+
+HEADER = struct.Struct("<IIIIQQ16s")
+_DEVIATION = struct.Struct("<II")
+_EXEC = struct.Struct("<IIIIII256s1024s")
+_PAIR = struct.Struct("<II")  # fork: child pid; exit: exit code; cap: number, allowed
+_OPEN = struct.Struct("<iIII256s")
+_FLOW = struct.Struct("<QBBHHH16s16s")
+_DNS = struct.Struct("<BBHI16s512s")
+_CGROUP = struct.Struct("<256s")
+CGROUP_MKDIR, CGROUP_RMDIR = 16, 17
+ARCH = platform_pb2.ARCHITECTURE_X86_64
+_PROTOCOLS = {6: platform_pb2.PROTOCOL_TCP, 17: platform_pb2.PROTOCOL_UDP}
+_FAMILIES = {2: pb.ADDRESS_FAMILY_INET, 10: pb.ADDRESS_FAMILY_INET6}
+# One readable block; a capability's number is its index.
+CAPABILITIES = (  # noqa: SIM905
+    "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP "
+    "LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER "
+    "SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE "
+    "SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP "
+    "MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF "
+    "CHECKPOINT_RESTORE"
+).split()
+
+
+@dataclass(frozen=True)
+class CgroupChange:
+    """A tracked cgroup created (learned from cgroup_mkdir) or removed."""
+
+    cgroup_id: int
+    path: str
+    created: bool
+
+
+@functools.cache
+def syscall_name(nr: int) -> str:
+    """The x86_64 name of syscall `nr` from libseccomp's table; "" when it has none."""
+    try:
+        name = pyseccomp.resolve_syscall(pyseccomp.Arch.X86_64, nr)
+    except ValueError:
+        return ""
+    return name.decode() if isinstance(name, bytes) else ""
+
+
+def syscall_number(name: str) -> int:
+    """The x86_64 number of syscall `name` (ValueError when libseccomp has none)."""
+    nr = pyseccomp.resolve_syscall(pyseccomp.Arch.X86_64, name)
+    if not isinstance(nr, int) or nr < 0:
+        raise ValueError(f"no x86_64 syscall named {name}")
+    return nr
+
+
+def capability_name(number: int) -> str:
+    """CAP_* name of a capability number; CAP_<n> past the known table."""
+    return "CAP_" + (CAPABILITIES[number] if number < len(CAPABILITIES) else str(number))
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def address(family: int, raw: bytes) -> str:
+    """Text form of an IPv4 (first 4 bytes) or IPv6 address."""
+    if family == 2:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    return str(ipaddress.IPv6Address(raw[:16]))
+
+
+_BOOT_OFFSET_NS = time.time_ns() - time.monotonic_ns()
+
+
+def decode(record: bytes) -> pb.Event | CgroupChange | None:
+    """One ring-buffer record; None for a type this agent does not know."""
+    kind, pid, ppid, uid, ts, cgid, comm = HEADER.unpack_from(record)
+    body = record[HEADER.size :]
+    if kind in (CGROUP_MKDIR, CGROUP_RMDIR):
+        return CgroupChange(cgid, _cstr(_CGROUP.unpack_from(body)[0]), kind == CGROUP_MKDIR)
+    event = pb.Event(monotonic_ns=ts, cgroup_id=cgid, pid=pid, ppid=ppid, uid=uid)
+    event.comm = _cstr(comm)
+    event.event_time.FromNanoseconds(ts + _BOOT_OFFSET_NS)
+    builder = _BUILDERS.get(kind)
+    if builder is None:
+        return None
+    builder(event, body)
+    return event
+
+
+def _deviation(event: pb.Event, body: bytes) -> None:
+    nr, _ = _DEVIATION.unpack_from(body)
+    d = event.syscall_deviation
+    d.arch, d.syscall_number, d.syscall_name, d.count = ARCH, nr, syscall_name(nr), 1
+
+
+def _exec(event: pb.Event, body: bytes) -> None:
+    euid, gid, egid, args_len, truncated, _, path, args = _EXEC.unpack_from(body)
+    e = event.exec
+    e.path, e.euid, e.gid, e.egid = _cstr(path), euid, gid, egid
+    argv = args[:args_len].split(b"\0")
+    if argv and argv[-1] == b"":
+        argv.pop()
+    e.argv.extend(a.decode(errors="replace") for a in argv[:64])
+    e.argv_truncated = bool(truncated) or len(argv) > 64
+
+
+def _fork(event: pb.Event, body: bytes) -> None:
+    event.process_fork.child_pid = _PAIR.unpack_from(body)[0]
+
+
+def _exit(event: pb.Event, body: bytes) -> None:
+    code = _PAIR.unpack_from(body)[0]
+    event.process_exit.exit_code = (code >> 8) & 0xFF
+    event.process_exit.signal = code & 0x7F
+
+
+def _open(event: pb.Event, body: bytes) -> None:
+    ret, flags, mode, _, path = _OPEN.unpack_from(body)
+    f = event.file_open
+    f.path, f.flags, f.mode, f.return_value, f.count = _cstr(path), flags, mode, ret, 1
+
+
+def _flow(event: pb.Event, body: bytes) -> None:
+    _, direction, family, proto, rport, lport, remote, local = _FLOW.unpack_from(body)
+    f = event.network_flow
+    f.direction, f.family, f.count = (
+        direction,
+        _FAMILIES.get(family, pb.ADDRESS_FAMILY_UNSPECIFIED),
+        1,
+    )
+    f.protocol = _PROTOCOLS.get(proto, platform_pb2.PROTOCOL_UNSPECIFIED)
+    f.remote_address, f.remote_port = address(family, remote), rport
+    if lport:
+        f.local_address, f.local_port = address(family, local), lport
+
+
+def _dns(event: pb.Event, body: bytes) -> None:
+    egress, family, port, length, server, data = _DNS.unpack_from(body)
+    dns.fill(event.dns_query, data[:length], bool(egress))
+    event.dns_query.server_address = address(family, server)
+    event.dns_query.server_port = port
+
+
+def _cap(event: pb.Event, body: bytes) -> None:
+    number, allowed = _PAIR.unpack_from(body)
+    c = event.capability_use
+    c.capability_name, c.capability_number = capability_name(number), number
+    c.allowed, c.count = bool(allowed), 1
+
+
+_BUILDERS = {
+    pb.EVENT_TYPE_SYSCALL_DEVIATION: _deviation,
+    pb.EVENT_TYPE_EXEC: _exec,
+    pb.EVENT_TYPE_PROCESS_FORK: _fork,
+    pb.EVENT_TYPE_PROCESS_EXIT: _exit,
+    pb.EVENT_TYPE_FILE_OPEN: _open,
+    pb.EVENT_TYPE_NETWORK_FLOW: _flow,
+    pb.EVENT_TYPE_DNS_QUERY: _dns,
+    pb.EVENT_TYPE_CAPABILITY_USE: _cap,
+}

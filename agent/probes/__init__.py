@@ -1,0 +1,2 @@
+"""eBPF probes: BCC C sources (*.c, common.h) and their Python loader, map control and
+ring-buffer consumer."""

@@ -1,0 +1,98 @@
+"""Drains the probes' ring buffer: records are submitted with BPF_RB_NO_WAKEUP, so a timer thread
+calls ring_buffer_consume() every few tens of milliseconds instead of the kernel waking us per
+event. The Collector keeps decoded events for the recorder and tests, with deadline waits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from parallax.runtime.v1 import event_pb2 as pb
+
+from agent.decode import CgroupChange, decode
+from agent.probes.loader import Loader
+
+Record = pb.Event | CgroupChange
+
+
+class Consumer:
+    """Calls `sink` with each raw record, from its own thread, until stopped (then drains)."""
+
+    def __init__(self, loader: Loader, sink: Callable[[bytes], None], interval: float = 0.025):
+        self._loader, self._sink, self._interval = loader, sink, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        loader.table("events").open_ring_buffer(self._callback)
+
+    def _callback(self, _ctx: Any, data: Any, size: int) -> int:
+        self._sink(ctypes.string_at(data, size))
+        return 0
+
+    def consume(self) -> None:
+        """Drain what the kernel has submitted so far (only when the thread is not running)."""
+        self._loader.bpf.ring_buffer_consume()
+
+    def start(self) -> None:
+        """Start the timer thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="ringbuf-consumer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.consume()
+
+    def stop(self) -> None:
+        """Stop the thread and drain the remainder."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.consume()
+
+
+class Collector:
+    """Decoded records in arrival order; `wait_for` blocks on new records with a deadline."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, raw: bytes) -> None:
+        record = decode(raw)
+        if record is None:
+            return
+        with self._cond:
+            self.records.append(record)
+            self._cond.notify_all()
+
+    def events(self, cgroup_id: int | None = None, kind: str | None = None) -> list[pb.Event]:
+        """Events, optionally of one cgroup and one payload kind ("exec", "file_open", ...)."""
+        with self._cond:
+            found = [r for r in self.records if isinstance(r, pb.Event)]
+        return [
+            e
+            for e in found
+            if (cgroup_id is None or e.cgroup_id == cgroup_id)
+            and (kind is None or e.WhichOneof("payload") == kind)
+        ]
+
+    def wait_for(self, predicate: Callable[[Collector], bool], timeout: float) -> bool:
+        """True once `predicate(self)` holds; False when `timeout` seconds pass first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def clear(self) -> None:
+        """Forget the records collected so far."""
+        with self._cond:
+            self.records.clear()

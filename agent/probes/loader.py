@@ -1,0 +1,187 @@
+"""Compiles all probes into one BPF object (one ~3 s compile) and attaches each group on demand.
+
+The only module that touches bcc: its objects are `Any` here and nowhere else. Kernel struct
+offsets come from agent.btf as -D defines. Callers: agent.probes.maps, the recorder, the tests.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent import btf
+
+SOURCE_DIR = Path(__file__).parent
+SOURCES = ("common.h", "syscalls.c", "process.c", "files.c", "network.c", "dns.c", "caps.c")
+BCC_DIST = "/usr/lib/python3/dist-packages"
+OFFSETS = {
+    "REAL_PARENT": "task_struct.real_parent",
+    "TGID": "task_struct.tgid",
+    "PID": "task_struct.pid",
+    "EXIT_CODE": "task_struct.exit_code",
+    "TASK_CRED": "task_struct.cred",
+    "TASK_MM": "task_struct.mm",
+    "TASK_NSPROXY": "task_struct.nsproxy",
+    "NSPROXY_MNT_NS": "nsproxy.mnt_ns",
+    "MNT_NS_INUM": "mnt_namespace.ns.inum",
+    "CRED_EUID": "cred.euid",
+    "CRED_EGID": "cred.egid",
+    "MM_ARG_START": "mm_struct.arg_start",
+    "MM_ARG_END": "mm_struct.arg_end",
+    "SK_CGRP_DATA": "sock.sk_cgrp_data",
+    "SKCD_CGROUP": "sock_cgroup_data.cgroup",
+    "CGROUP_KN": "cgroup.kn",
+    "KN_ID": "kernfs_node.id",
+}
+
+
+class BccMissing(Exception):
+    """BCC's Python module is not installed."""
+
+
+def import_bcc() -> Any:
+    """The bcc module, from the venv or else Debian's python3-bpfcc in dist-packages."""
+    try:
+        import bcc
+    except ImportError:
+        if BCC_DIST not in sys.path:
+            sys.path.append(BCC_DIST)
+        try:
+            import bcc
+        except ImportError as exc:
+            raise BccMissing(
+                "BCC is absent: install it with `apt-get install python3-bpfcc`"
+            ) from exc
+    return bcc
+
+
+class Group(enum.Enum):
+    """Programs attached and detached together."""
+
+    SYSCALLS = "syscalls"
+    CGROUPS = "cgroups"
+    PROCESS = "process"
+    FILES = "files"
+    NETWORK = "network"
+    DNS = "dns"
+    CAPS = "caps"
+
+
+_TRACEPOINTS: dict[Group, list[tuple[str, str]]] = {
+    Group.CGROUPS: [
+        ("cgroup:cgroup_mkdir", "on_cgroup_mkdir"),
+        ("cgroup:cgroup_rmdir", "on_cgroup_rmdir"),
+    ],
+    Group.PROCESS: [
+        ("sched:sched_process_exec", "on_exec"),
+        ("sched:sched_process_exit", "on_exit"),
+    ],
+    Group.FILES: [
+        ("syscalls:sys_enter_open", "on_enter_open"),
+        ("syscalls:sys_enter_openat", "on_enter_openat"),
+        ("syscalls:sys_enter_openat2", "on_enter_openat2"),
+        ("syscalls:sys_exit_open", "on_exit_open"),
+        ("syscalls:sys_exit_openat", "on_exit_open"),
+        ("syscalls:sys_exit_openat2", "on_exit_open"),
+    ],
+    Group.NETWORK: [("sock:inet_sock_set_state", "on_inet_state")],
+    Group.CAPS: [("capability:cap_capable", "on_cap_capable")],
+}
+_RAW_TRACEPOINTS: dict[Group, list[tuple[str, str]]] = {
+    Group.SYSCALLS: [("sys_enter", "on_sys_enter"), ("sched_process_exec", "on_exec_mark")],
+    Group.PROCESS: [("sched_process_fork", "on_fork")],
+}
+# (function, bcc program type name, attach type name) for programs attached to the v2 root.
+_CGROUP_PROGS: dict[Group, list[tuple[str, str, str]]] = {
+    Group.NETWORK: [
+        ("on_connect4", "CGROUP_SOCK_ADDR", "CGROUP_INET4_CONNECT"),
+        ("on_connect6", "CGROUP_SOCK_ADDR", "CGROUP_INET6_CONNECT"),
+        ("on_sendmsg4", "CGROUP_SOCK_ADDR", "CGROUP_UDP4_SENDMSG"),
+        ("on_sendmsg6", "CGROUP_SOCK_ADDR", "CGROUP_UDP6_SENDMSG"),
+    ],
+    Group.DNS: [
+        ("on_skb_egress", "CGROUP_SKB", "CGROUP_INET_EGRESS"),
+        ("on_skb_ingress", "CGROUP_SKB", "CGROUP_INET_INGRESS"),
+    ],
+}
+_ALLOW_MULTI = 2  # BPF_F_ALLOW_MULTI: coexist with systemd's and others' cgroup programs
+
+
+def source_text(extra: tuple[str, ...] = ()) -> str:
+    """The concatenated C of all probes (plus `extra` snippets, for tests)."""
+    return "\n".join([(SOURCE_DIR / name).read_text() for name in SOURCES] + list(extra))
+
+
+def cflags(ring_pages: int) -> list[str]:
+    """-D defines: BTF member offsets, the ring size and the v2 hierarchy id."""
+    return [*btf.defines(OFFSETS), f"-DRINGBUF_PAGES={ring_pages}", "-DCGROUP2_ROOT=0"]
+
+
+class Loader:
+    """One compiled BPF object; `attach(group)` and `detach(group)` are idempotent."""
+
+    def __init__(self, cgroup_root: Path, ring_pages: int = 4096, text: str | None = None) -> None:
+        bcc = import_bcc()
+        self._bcc = bcc
+        source = (text or source_text()).encode()
+        self.bpf: Any = bcc.BPF(text=source, cflags=cflags(ring_pages))
+        self._cgroup_fd = os.open(cgroup_root, os.O_RDONLY | os.O_DIRECTORY)
+        self._attached: set[Group] = set()
+        self._functions: dict[str, Any] = {}
+
+    @property
+    def attached(self) -> frozenset[Group]:
+        """The groups currently attached."""
+        return frozenset(self._attached)
+
+    def _function(self, name: str, prog_type: str, attach_type: str) -> Any:
+        if name not in self._functions:
+            types = self._bcc.BPFAttachType
+            self._functions[name] = self.bpf.load_func(
+                name.encode(),
+                getattr(self._bcc.BPF, prog_type),
+                attach_type=getattr(types, attach_type),
+            )
+        return self._functions[name]
+
+    def attach(self, group: Group) -> None:
+        """Attach every program of `group` (no-op when attached)."""
+        if group in self._attached:
+            return
+        for tp, fn in _TRACEPOINTS.get(group, []):
+            self.bpf.attach_tracepoint(tp=tp.encode(), fn_name=fn.encode())
+        for tp, fn in _RAW_TRACEPOINTS.get(group, []):
+            self.bpf.attach_raw_tracepoint(tp=tp.encode(), fn_name=fn.encode())
+        for fn, prog_type, attach_type in _CGROUP_PROGS.get(group, []):
+            attach = getattr(self._bcc.BPFAttachType, attach_type)
+            func = self._function(fn, prog_type, attach_type)
+            self._bcc.BPF.attach_func(func, self._cgroup_fd, attach, _ALLOW_MULTI)
+        self._attached.add(group)
+
+    def detach(self, group: Group) -> None:
+        """Detach every program of `group` (no-op when detached)."""
+        if group not in self._attached:
+            return
+        for tp, _fn in _TRACEPOINTS.get(group, []):
+            self.bpf.detach_tracepoint(tp=tp.encode())
+        for tp, _fn in _RAW_TRACEPOINTS.get(group, []):
+            self.bpf.detach_raw_tracepoint(tp=tp.encode())
+        for fn, prog_type, attach_type in _CGROUP_PROGS.get(group, []):
+            attach = getattr(self._bcc.BPFAttachType, attach_type)
+            func = self._function(fn, prog_type, attach_type)
+            self._bcc.BPF.detach_func(func, self._cgroup_fd, attach)
+        self._attached.discard(group)
+
+    def table(self, name: str) -> Any:
+        """A BPF map by name."""
+        return self.bpf[name.encode()]
+
+    def close(self) -> None:
+        """Detach everything and release the BPF object."""
+        for group in list(self._attached):
+            self.detach(group)
+        self.bpf.cleanup()
+        os.close(self._cgroup_fd)

@@ -1,0 +1,163 @@
+"""Streams the outbox's batches to the runtime service over the `ReportEvents` bidirectional
+stream: one thread reads acknowledgements while gRPC pulls batches from a generator; a stalled
+or broken stream is cancelled and reopened with exponential backoff, and every unacknowledged
+batch is sent again in order (the runtime deduplicates by agent, session and sequence). The
+agent's main loop calls `submit`; `agent.__main__` starts and stops it."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import grpc
+from parallax.runtime.v1 import event_pb2, runtime_service_pb2, runtime_service_pb2_grpc
+
+from agent.metrics import AgentMetrics
+from agent.ship.outbox import Batch, DropKey, Outbox
+
+log = logging.getLogger(__name__)
+
+
+def backoff(base: float, ceiling: float, attempt: int, rng: random.Random) -> float:
+    """The wait before reconnect `attempt` (0-based): exponential, capped, with jitter in its
+    upper half so that agents restarted together do not reconnect together."""
+    delay = min(ceiling, base * 2.0**attempt)
+    return rng.uniform(delay / 2, delay)
+
+
+class Sender:
+    """Ships one session's events; thread-safe `submit`, `set_drops` and `wait_idle`."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        channel: grpc.Channel,
+        metrics: AgentMetrics,
+        *,
+        ack_timeout: float = 10.0,
+        stream_seconds: float = 300.0,
+        backoff_range: tuple[float, float] = (0.1, 5.0),
+    ) -> None:
+        self._outbox, self._metrics = outbox, metrics
+        self._stub = runtime_service_pb2_grpc.RuntimeServiceStub(channel)
+        self._ack_timeout, self._stream_seconds = ack_timeout, stream_seconds
+        self._backoff, self._rng = backoff_range, random.Random()
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._call: Any = None  # the current stream, to cancel it
+        self._thread = threading.Thread(target=self._run, name="event-sender", daemon=True)
+
+    def submit(self, events: Iterable[event_pb2.Event]) -> None:
+        """Queue attributed events; beyond the buffer bound they are dropped and counted."""
+        events = list(events)
+        self._metrics.observe(events)
+        with self._changed:
+            self._outbox.add(events)
+            self._update()
+
+    def set_drops(self, totals: dict[DropKey, int]) -> None:
+        """Report the kernel's cumulative drop counters."""
+        with self._changed:
+            self._outbox.set_drops(totals)
+            self._update()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every submitted event is acknowledged, at most `timeout` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._outbox.idle, timeout=timeout)
+
+    def start(self) -> None:
+        """Start streaming in the background."""
+        self._thread.start()
+
+    def stop(self, grace: float) -> bool:
+        """Flush and end the stream, waiting up to `grace` seconds; True when all was acked."""
+        self._stopping.set()
+        with self._changed:
+            self._changed.notify_all()
+        self._thread.join(grace)
+        call = self._call
+        if self._thread.is_alive() and call is not None:
+            call.cancel()
+            self._thread.join(self._ack_timeout)
+        return self._outbox.idle
+
+    def _update(self) -> None:
+        self._metrics.buffer_depth.set(self._outbox.buffered)
+        self._metrics.observe_drops(self._outbox.drops())
+        self._changed.notify_all()
+
+    def _run(self) -> None:
+        attempt = 0
+        while not (self._stopping.is_set() and self._outbox.idle):
+            acked = False
+            try:
+                acked = self._stream()
+                if self._stopping.is_set() and self._outbox.idle:
+                    return
+            except grpc.RpcError as exc:
+                log.warning("event stream ended: %s", exc)
+            except ValueError:  # the channel was closed under us: nothing more can be sent
+                log.warning("channel closed with %d events unacknowledged", self._outbox.buffered)
+                return
+            attempt = 0 if acked else attempt + 1
+            self._metrics.reconnects.inc()
+            if self._stopping.wait(backoff(*self._backoff, attempt, self._rng)):
+                return
+
+    def _stream(self) -> bool:
+        """Run one stream to its end; True when anything was acknowledged on it."""
+        deadline = time.monotonic() + self._stream_seconds
+        call = self._stub.ReportEvents(
+            self._requests(deadline), timeout=self._stream_seconds + self._ack_timeout
+        )
+        self._call = call
+        acked = False
+        for response in call:
+            with self._changed:
+                batch = self._outbox.ack(response.acknowledged_sequence)
+                self._update()
+            acked = True
+            if batch is not None:
+                self._metrics.batches_acked.inc()
+            if response.duplicate:
+                self._metrics.batches_duplicate.inc()
+        return acked
+
+    def _requests(self, deadline: float) -> Iterator[runtime_service_pb2.ReportEventsRequest]:
+        """Unacknowledged batches in order, then new ones as they are sealed; ends at the
+        stream's deadline, when stopping with all sent, or after cancelling a stalled call."""
+        sent, opened = 0, time.monotonic()
+        while True:
+            with self._changed:
+                batch = self._next(sent, opened, deadline)
+                if batch is None:
+                    return
+                batch.sent += 1
+                batch.sent_at = time.monotonic()
+                sent = batch.request.sequence
+            if batch.sent > 1:
+                self._metrics.batches_resent.inc()
+            yield batch.request
+
+    def _next(self, sent: int, opened: float, deadline: float) -> Batch | None:
+        while True:
+            now = time.monotonic()
+            oldest = self._outbox.oldest_sent(opened)
+            if oldest is not None and now - oldest > self._ack_timeout:
+                log.warning("no acknowledgement for %.0fs; reconnecting", now - oldest)
+                if self._call is not None:
+                    self._call.cancel()
+                return None
+            self._outbox.seal(flush=self._stopping.is_set())
+            batch = self._outbox.next_after(sent)
+            if batch is not None:
+                return batch
+            if now >= deadline or (self._stopping.is_set() and self._outbox.due_in() is None):
+                return None
+            waits = [deadline - now, self._ack_timeout, self._outbox.due_in() or float("inf")]
+            self._changed.wait(min(waits))

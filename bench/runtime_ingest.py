@@ -1,0 +1,232 @@
+"""Benchmark of the runtime service's ingest: a synthetic agent streams realistic batches into a
+real `python -m services.runtime` process (SQLite, one transaction per batch) and this prints the
+sustained events/s, the service's CPU microseconds per event (medians over runs), and the p99
+latency from sending an alerting event to its alert arriving on WatchAlerts.
+
+    .venv/bin/python bench/runtime_ingest.py [--batches 300] [--batch-size 1000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from parallax.runtime.v1 import event_pb2
+from parallax.runtime.v1 import runtime_service_pb2 as pb
+from parallax.runtime.v1 import runtime_service_pb2_grpc as pb_grpc
+from parallax.type.v1 import workload_pb2
+
+from servicekit.channels import connect
+from tests.processes import read_until
+
+WORKLOADS = [("shop", "cart"), ("shop", "checkout"), ("pay", "ledger"), ("web", "frontend")]
+PODS_PER_WORKLOAD = 4
+T0 = int(time.time())
+
+
+def attribution(namespace: str, name: str, pod: int) -> event_pb2.Attribution:
+    pod_name = f"{name}-{pod}"
+    return event_pb2.Attribution(
+        workload=workload_pb2.WorkloadRef(
+            namespace=namespace, kind="Deployment", name=name, pod=pod_name, container=name
+        ),
+        pod_uid=f"uid-{namespace}-{pod_name}",
+        container_id=f"{pod:064x}",
+        image=f"{namespace}/{name}:1",
+        image_digest="sha256:" + name.encode().hex().ljust(64, "0")[:64],
+    )
+
+
+ATTRIBUTIONS = [attribution(ns, n, p) for ns, n in WORKLOADS for p in range(PODS_PER_WORKLOAD)]
+
+
+def event(i: int) -> event_pb2.Event:
+    """A realistic mix: opens, flows, DNS, forks/exits, execs, capability checks."""
+    kind = i % 20
+    common = {
+        "event_time": Timestamp(seconds=T0, nanos=i % 1_000_000_000),
+        "cgroup_id": 5000 + i % len(ATTRIBUTIONS),
+        "attribution": ATTRIBUTIONS[i % len(ATTRIBUTIONS)],
+        "pid": 100 + i % 50,
+        "ppid": 1,
+        "uid": 1000,
+        "comm": "server",
+    }
+    if kind < 8:
+        path = ["/etc/app.conf", f"/proc/{100 + i % 50}/stat", "/usr/lib/libssl.so.3"][i % 3]
+        return event_pb2.Event(
+            **common, file_open=event_pb2.FileOpen(path=path, return_value=3, count=1)
+        )
+    if kind < 12:
+        flow = event_pb2.NetworkFlow(
+            direction=1,
+            protocol=1,
+            family=1,
+            remote_address=f"10.0.{i % 4}.{i % 7}",
+            remote_port=5432,
+            count=1,
+        )
+        return event_pb2.Event(**common, network_flow=flow)
+    if kind < 14:
+        dns = event_pb2.DnsQuery(
+            query_name="db.pay.svc.cluster.local", query_type="A", answer_addresses=["10.0.1.1"]
+        )
+        return event_pb2.Event(**common, dns_query=dns)
+    if kind < 17:
+        return event_pb2.Event(
+            **common, process_fork=event_pb2.ProcessFork(child_pid=200 + i % 100)
+        )
+    if kind < 19:
+        return event_pb2.Event(**common, process_exit=event_pb2.ProcessExit(exit_code=0))
+    return event_pb2.Event(
+        **common, exec=event_pb2.Exec(path="/app/server", argv=["/app/server", "--port", "8080"])
+    )
+
+
+def marker(index: int, run: int) -> event_pb2.Event:
+    """An event that raises a new alert: a mining-pool port at a unique address."""
+    flow = event_pb2.NetworkFlow(
+        direction=1,
+        protocol=1,
+        family=1,
+        remote_address=f"198.{51 + run}.{index // 250}.{index % 250}",
+        remote_port=3333,
+        count=1,
+    )
+    return event_pb2.Event(
+        event_time=Timestamp(seconds=T0),
+        cgroup_id=5000,
+        attribution=ATTRIBUTIONS[0],
+        pid=100,
+        ppid=1,
+        network_flow=flow,
+    )
+
+
+def batches(count: int, size: int, run: int) -> list[pb.ReportEventsRequest]:
+    template = [event(i) for i in range(size)]
+    built = []
+    for sequence in range(1, count + 1):
+        events = list(template)
+        events[-1] = marker(sequence, run)
+        built.append(
+            pb.ReportEventsRequest(
+                agent_id="bench-agent",
+                node_name="bench-node",
+                boot_id="boot",
+                session_id=f"run-{run}",
+                sequence=sequence,
+                agent_version="bench",
+                kernel_release="6.1",
+                arch=1,
+                events=events,
+            )
+        )
+    return built
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def watch(stub: pb_grpc.RuntimeServiceStub, seen: dict[str, float], ready: threading.Event) -> None:
+    try:
+        for change in stub.WatchAlerts(pb.WatchAlertsRequest(), timeout=3600):
+            if change.change_type == 2:
+                ready.set()
+            elif change.change_type == 3 and change.alert.rule_id == "R0006":  # ADDED
+                address = change.alert.evidence.get("remote_address", "")
+                seen.setdefault(address, time.perf_counter())
+    except grpc.RpcError:
+        return  # the channel closes at the end of the run
+
+
+def run_once(
+    address: str, pid: int, requests: list[pb.ReportEventsRequest]
+) -> tuple[float, float, float]:
+    with connect(address, timeout=600) as channel:
+        stub = pb_grpc.RuntimeServiceStub(channel)
+        seen: dict[str, float] = {}
+        ready = threading.Event()
+        threading.Thread(target=watch, args=(stub, seen, ready), daemon=True).start()
+        ready.wait(30)
+        sent: dict[str, float] = {}
+
+        def stream():  # type: ignore[no-untyped-def]
+            for request in requests:
+                flow = request.events[-1].network_flow
+                sent[f"{flow.remote_address}:{flow.remote_port}"] = time.perf_counter()
+                yield request
+
+        cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+        acks = sum(1 for _ in stub.ReportEvents(stream(), timeout=600))
+        wall, cpu = time.perf_counter() - wall0, cpu_seconds(pid) - cpu0
+        deadline = time.monotonic() + 10
+        while len(seen) < len(sent) and time.monotonic() < deadline:
+            time.sleep(0.01)  # waiting for the watch to drain, not synchronisation of the service
+    events = acks * len(requests[0].events)
+    latencies = sorted(seen[k] - sent[k] for k in sent if k in seen)
+    p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
+    return events / wall, cpu / events * 1e6, p99
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as data:
+        env = {
+            **os.environ,
+            "PARALLAX_LISTEN": "127.0.0.1:0",
+            "PARALLAX_DATA": data,
+            "PARALLAX_INSECURE": "true",
+            "PARALLAX_LOG_LEVEL": "WARNING",
+        }
+        env.pop("DATABASE_URL", None)
+        env.pop("PARALLAX_TLS_DIR", None)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.runtime"],
+            env=env,
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        try:
+            assert process.stdout is not None
+            address = json.loads(read_until(process.stdout, b"\n", 60).split(b"\n")[0])["address"]
+            results = []
+            for run in range(args.runs):
+                requests = batches(args.batches, args.batch_size, run)
+                results.append(run_once(address, process.pid, requests))
+                rate, cpu, p99 = results[-1]
+                print(
+                    f"run {run + 1}: {rate:,.0f} events/s, {cpu:.2f} us CPU/event, "
+                    f"p99 alert latency {p99 * 1000:.1f} ms"
+                )
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    print(
+        f"median: {statistics.median(r[0] for r in results):,.0f} events/s sustained, "
+        f"{statistics.median(r[1] for r in results):.2f} us service CPU per event, "
+        f"p99 event-to-WatchAlerts {statistics.median(r[2] for r in results) * 1000:.1f} ms "
+        f"({args.batches} batches x {args.batch_size} events, SQLite, one transaction per batch)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Alerts: detections aggregated per rule, workload, container and fingerprint, so that a repeat
+increases a count and moves last-seen instead of raising a new alert; the OPEN, ACKNOWLEDGED,
+RESOLVED lifecycle (a repeat after RESOLVED opens a new alert); and the JSON form the outputs
+send. Pure; the engine records detections batch by batch and persists what `flush` returns."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from servicekit.errors import InvalidArgument, NotFound
+from services.runtime import domain
+from services.runtime.containers import Process
+from services.runtime.rules import Detection
+
+MAX_REASON = 1024
+
+
+class AlertState(enum.IntEnum):
+    """The lifecycle of an alert, numbered as parallax.runtime.v1.AlertState."""
+
+    OPEN = 1
+    ACKNOWLEDGED = 2
+    RESOLVED = 3
+
+
+@dataclass(frozen=True, eq=False)
+class Alert:
+    """A detection on one container, aggregated over repeats."""
+
+    id: str
+    key: str
+    rule_id: str
+    title: str
+    severity: domain.Severity
+    technique: str
+    message: str
+    origin: domain.Origin
+    tree: tuple[Process, ...]
+    evidence: dict[str, str]
+    count: int
+    first_seen: float
+    last_seen: float
+    state: AlertState
+    update_time: float
+    state_reason: str = ""
+
+    @property
+    def name(self) -> str:
+        """Return the resource name, "alerts/{id}"."""
+        return f"alerts/{self.id}"
+
+
+def aggregation_key(detection: Detection, origin: domain.Origin) -> str:
+    """Return what makes two detections the same alert."""
+    return f"{detection.rule.rule_id}|{domain.container_path(origin)}|{detection.key}"
+
+
+class AlertBook:
+    """All alerts in memory, with pending repeats of the current batch."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Alert] = {}
+        self.live: dict[str, Alert] = {}
+        self.pending: dict[str, tuple[Alert, int, float]] = {}
+
+    def load(self, alert: Alert) -> None:
+        """Take a stored alert."""
+        self.by_id[alert.id] = alert
+        if alert.state is not AlertState.RESOLVED:
+            self.live[alert.key] = alert
+
+    def record(self, detection: Detection, event: domain.Event, tree: tuple[Process, ...]) -> None:
+        """Note one detection; it reaches the alerts at `flush`."""
+        key = aggregation_key(detection, event.origin)
+        waiting = self.pending.get(key)
+        if waiting is not None:
+            base, count, last = waiting
+            self.pending[key] = (base, count + 1, max(last, event.at))
+            return
+        base = self.live.get(key) or _new_alert(key, detection, event, tree)
+        self.pending[key] = (base, 1, event.at)
+
+    def flush(self, now: float) -> list[tuple[Alert, bool]]:
+        """Apply the pending detections; return each changed alert and whether it is new."""
+        changed: list[tuple[Alert, bool]] = []
+        for key, (base, count, last) in self.pending.items():
+            is_new = base.id not in self.by_id
+            total = count if is_new else base.count + count
+            alert = replace(base, count=total, last_seen=max(base.last_seen, last), update_time=now)
+            self.by_id[alert.id] = self.live[key] = alert
+            changed.append((alert, is_new))
+        self.pending.clear()
+        return changed
+
+    def discard_pending(self) -> None:
+        """Forget the pending detections of a batch that was not stored."""
+        self.pending.clear()
+
+    def get(self, alert_id: str) -> Alert:
+        """Return the alert, or raise NotFound."""
+        found = self.by_id.get(alert_id)
+        if found is None:
+            raise NotFound(f"alert alerts/{alert_id} does not exist")
+        return found
+
+    def set_state(self, alert_id: str, state: AlertState, reason: str, now: float) -> Alert:
+        """Acknowledge or resolve an alert."""
+        if state not in (AlertState.ACKNOWLEDGED, AlertState.RESOLVED):
+            raise InvalidArgument("state must be ALERT_STATE_ACKNOWLEDGED or ALERT_STATE_RESOLVED")
+        if len(reason) > MAX_REASON:
+            raise InvalidArgument(f"reason must be at most {MAX_REASON} characters")
+        alert = replace(self.get(alert_id), state=state, state_reason=reason, update_time=now)
+        self.by_id[alert_id] = alert
+        if state is AlertState.RESOLVED:
+            self.live.pop(alert.key, None)
+        else:
+            self.live[alert.key] = alert
+        return alert
+
+
+def _new_alert(
+    key: str, detection: Detection, event: domain.Event, tree: tuple[Process, ...]
+) -> Alert:
+    rule = detection.rule
+    digest = hashlib.sha256(f"{key}|{event.at!r}|{event.pid}".encode()).hexdigest()[:20]
+    return Alert(
+        id=digest,
+        key=key,
+        rule_id=rule.rule_id,
+        title=rule.title,
+        severity=rule.severity,
+        technique=rule.technique,
+        message=detection.message,
+        origin=event.origin,
+        tree=tree,
+        evidence=detection.evidence,
+        count=0,
+        first_seen=event.at,
+        last_seen=event.at,
+        state=AlertState.OPEN,
+        update_time=event.at,
+    )
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
+
+
+def to_json(alert: Alert) -> dict[str, Any]:
+    """Return the alert as the JSON object written to stdout and webhooks."""
+    origin = alert.origin
+    return {
+        "name": alert.name,
+        "ruleId": alert.rule_id,
+        "title": alert.title,
+        "severity": alert.severity.name,
+        "mitreTechniqueId": alert.technique,
+        "message": alert.message,
+        "workload": {
+            "namespace": origin.workload.namespace,
+            "kind": origin.workload.kind,
+            "name": origin.workload.name,
+            "pod": origin.pod,
+            "container": origin.container,
+        },
+        "podUid": origin.pod_uid,
+        "containerId": origin.container_id,
+        "imageDigest": origin.image_digest,
+        "node": origin.node,
+        "processTree": [{"pid": p.pid, "ppid": p.ppid, "path": p.path} for p in alert.tree],
+        "evidence": alert.evidence,
+        "count": alert.count,
+        "firstSeenTime": _iso(alert.first_seen),
+        "lastSeenTime": _iso(alert.last_seen),
+        "state": alert.state.name,
+    }

@@ -1,0 +1,241 @@
+"""JSON encoding of the runtime service's domain objects for the store's rows, and back. Used by
+store.py only; no SQL here, so the row shapes can be tested without a database."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from services.runtime import domain
+from services.runtime.alerts import Alert, AlertState
+from services.runtime.containers import Process
+from services.runtime.learning import Profile, WorkloadRecord
+from services.runtime.nodes import Counts, Node
+from services.runtime.profiles import Category, Item, ItemKey, Replica, State
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def profile_row(profile: Profile) -> dict[str, Any]:
+    """Return the profile's row (items are rows of their own)."""
+    replicas = {
+        uid: [r.pod, r.node, r.cgroup_id, r.container_id, r.start_observed, r.reason]
+        for uid, r in profile.replicas.items()
+    }
+    data = {
+        "workload": list(profile.workload),
+        "container": profile.container,
+        "image": profile.image,
+        "digest": profile.digest,
+        "current": profile.current,
+        "state": profile.state.value,
+        "reason": profile.reason,
+        "times": [
+            profile.create_time,
+            profile.update_time,
+            profile.last_new_item,
+            profile.complete_time,
+            profile.window,
+        ],
+        "counts": [profile.events_received, profile.events_dropped, profile.unattributed],
+        "replicas": replicas,
+    }
+    return {"name": profile.name, "workload": profile.workload.path, "data": _dumps(data)}
+
+
+def profile(data: str) -> Profile:
+    """Rebuild a profile (without items) from its row."""
+    raw = json.loads(data)
+    found = Profile(
+        domain.Workload(*raw["workload"]), raw["container"], raw["image"], raw["digest"], 0.0
+    )
+    found.current, found.state, found.reason = raw["current"], State(raw["state"]), raw["reason"]
+    (
+        found.create_time,
+        found.update_time,
+        found.last_new_item,
+        found.complete_time,
+        found.window,
+    ) = raw["times"]
+    found.events_received, found.events_dropped, found.unattributed = raw["counts"]
+    for uid, (pod, node, cgroup, container_id, start, reason) in raw["replicas"].items():
+        replica = Replica.__new__(Replica)
+        replica.pod, replica.node, replica.cgroup_id = pod, node, cgroup
+        replica.container_id, replica.start_observed, replica.reason = container_id, start, reason
+        found.replicas[uid] = replica
+    return found
+
+
+def item_row(profile_name: str, category: Category, key: ItemKey, item: Item) -> dict[str, Any]:
+    """Return one profile item's row."""
+    data = [
+        item.label,
+        item.first_seen,
+        sorted(item.pods),
+        sorted(item.tags),
+        sorted(item.errnos),
+        item.flags,
+        item.allowed,
+        item.denied,
+    ]
+    return {
+        "profile": profile_name,
+        "category": category.value,
+        "item_key": _dumps(list(key)),
+        "data": _dumps(data),
+    }
+
+
+def attach_item(owner: Profile, category: str, key: str, data: str) -> None:
+    """Put a stored item back into its profile."""
+    label, first_seen, pods, tags, errnos, flags, allowed, denied = json.loads(data)
+    item = Item(first_seen, label)
+    item.pods, item.tags, item.errnos = set(pods), set(tags), set(errnos)
+    item.flags, item.allowed, item.denied = flags, allowed, denied
+    owner.items[Category(category)][tuple(json.loads(key))] = item
+
+
+def workload_row(record: WorkloadRecord) -> dict[str, Any]:
+    """Return a workload's row."""
+    data = [
+        list(record.workload),
+        record.learning_enabled,
+        record.window,
+        record.learning_start,
+        record.first_seen,
+        record.last_seen,
+        sorted(record.pods),
+        sorted(record.nodes),
+    ]
+    return {"path": record.workload.path, "data": _dumps(data)}
+
+
+def workload(data: str) -> WorkloadRecord:
+    """Rebuild a workload record."""
+    ref, enabled, window, start, first, last, pods, nodes = json.loads(data)
+    return WorkloadRecord(
+        domain.Workload(*ref), enabled, window, start, first, last, set(pods), set(nodes)
+    )
+
+
+def _counts(counts: Counts) -> list[list[int]]:
+    return [[a, b, v] for (a, b), v in sorted(counts.items())]
+
+
+def _uncounts(rows: list[list[int]]) -> Counts:
+    return {(a, b): v for a, b, v in rows}
+
+
+def node_row(node: Node) -> dict[str, Any]:
+    """Return a node's row."""
+    gaps = [[g.event_type, g.reason, g.start, g.end, g.detail] for g in node.gaps]
+    data = [
+        node.agent_id,
+        node.agent_version,
+        node.kernel_release,
+        node.arch,
+        node.session_id,
+        node.first_report,
+        node.last_report,
+        node.last_sequence,
+        node.events_received,
+        _counts(node.retired_drops),
+        _counts(node.session_drops),
+        _counts(node.unattributed),
+        gaps,
+    ]
+    return {"node": node.node, "data": _dumps([node.node, *data])}
+
+
+def node(data: str) -> Node:
+    """Rebuild a node."""
+    (
+        name,
+        agent_id,
+        version,
+        kernel,
+        arch,
+        session,
+        first,
+        last,
+        sequence,
+        received,
+        retired,
+        current,
+        unattributed,
+        gaps,
+    ) = json.loads(data)
+    return Node(
+        name,
+        agent_id,
+        version,
+        kernel,
+        arch,
+        session,
+        first,
+        last,
+        sequence,
+        received,
+        _uncounts(retired),
+        _uncounts(current),
+        _uncounts(unattributed),
+        [domain.Gap(*g) for g in gaps],
+    )
+
+
+def alert_row(alert: Alert) -> dict[str, Any]:
+    """Return an alert's row."""
+    data = [
+        alert.id,
+        alert.key,
+        alert.rule_id,
+        alert.title,
+        int(alert.severity),
+        alert.technique,
+        alert.message,
+        [list(alert.origin.workload), *alert.origin[1:]],
+        [list(p) for p in alert.tree],
+        alert.evidence,
+        alert.count,
+        alert.first_seen,
+        alert.last_seen,
+        int(alert.state),
+        alert.update_time,
+        alert.state_reason,
+    ]
+    return {
+        "id": alert.id,
+        "rule_id": alert.rule_id,
+        "state": int(alert.state),
+        "last_seen": alert.last_seen,
+        "data": _dumps(data),
+    }
+
+
+def alert(data: str) -> Alert:
+    """Rebuild an alert."""
+    raw = json.loads(data)
+    workload, *rest = raw[7]
+    origin = domain.Origin(domain.Workload(*workload), *rest)
+    tree = tuple(
+        Process(pid, ppid, path, tuple(argv), uid, euid)
+        for pid, ppid, path, argv, uid, euid in raw[8]
+    )
+    return Alert(
+        raw[0],
+        raw[1],
+        raw[2],
+        raw[3],
+        domain.Severity(raw[4]),
+        raw[5],
+        raw[6],
+        origin,
+        tree,
+        raw[9],
+        raw[10],
+        raw[11],
+        raw[12],
+        AlertState(raw[13]),
+        raw[14],
+        raw[15],
+    )

@@ -1,0 +1,206 @@
+"""The runtime service's vocabulary: event batches as the agents report them, workload and
+container identities, and the limits a batch must respect. Pure: the servicer's wire module
+builds these from protos; the profile, rule and alert modules consume them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NamedTuple
+
+MAX_BATCH_EVENTS = 10_000
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+MAX_PATH_BYTES = 4096
+MAX_ARGS = 64
+MAX_ARG_BYTES = 256
+MAX_SYSCALL_NUMBER = 1023
+MAX_PID = 4_194_304
+MAX_COUNT = 1 << 40
+MAX_NAME = 253
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "tcsh", "csh", "fish"})
+
+
+class Severity(enum.IntEnum):
+    """Alert severity, in the order and with the numbers of parallax.type.v1.Severity."""
+
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+
+class Workload(NamedTuple):
+    """A workload: namespace plus owner kind and name, e.g. shop/Deployment/cart."""
+
+    namespace: str
+    kind: str
+    name: str
+
+    @property
+    def path(self) -> str:
+        """Return "{namespace}/{kind}/{name}", the workload part of resource names."""
+        return f"{self.namespace}/{self.kind}/{self.name}"
+
+
+class Origin(NamedTuple):
+    """Who caused an event: the workload, pod and container, on which node."""
+
+    workload: Workload
+    pod: str
+    container: str
+    pod_uid: str
+    container_id: str
+    image: str
+    image_digest: str
+    node: str
+    cgroup_id: int
+
+
+class Exec(NamedTuple):
+    """An execve: the binary path, its arguments and the new process's stdio kinds."""
+
+    path: str
+    argv: tuple[str, ...]
+    euid: int
+    return_value: int
+    stdin_socket: bool
+    stdout_socket: bool
+    stdin_tty: bool
+
+
+class Fork(NamedTuple):
+    """A new process; the event's pid is the parent."""
+
+    child_pid: int
+
+
+class Exit(NamedTuple):
+    """The end of the event's process."""
+
+    code: int
+
+
+class FileOpen(NamedTuple):
+    """An open(2); return_value is the fd or the negative errno."""
+
+    path: str
+    flags: int
+    return_value: int
+    hits: int
+
+
+class Flow(NamedTuple):
+    """A connection or datagram, seen from the workload."""
+
+    direction: int
+    protocol: int
+    remote_address: str
+    remote_port: int
+    local_port: int
+    return_value: int
+    hits: int
+
+
+class Dns(NamedTuple):
+    """A DNS query and the addresses answered."""
+
+    name: str
+    addresses: tuple[str, ...]
+
+
+class Capability(NamedTuple):
+    """A capability check made by the kernel."""
+
+    name: str
+    number: int
+    allowed: bool
+    hits: int
+
+
+class SyscallSet(NamedTuple):
+    """The syscalls a container used in a period (learning mode)."""
+
+    arch: int
+    numbers: tuple[int, ...]
+    names: tuple[str, ...]
+    start_observed: bool
+    startup: frozenset[int]
+
+
+class Deviation(NamedTuple):
+    """A syscall outside the learned set (monitor mode or a seccomp audit record)."""
+
+    arch: int
+    number: int
+    name: str
+    hits: int
+    source: str
+
+
+Payload = Exec | Fork | Exit | FileOpen | Flow | Dns | Capability | SyscallSet | Deviation
+
+
+class Event(NamedTuple):
+    """One attributed observation; `at` is wall-clock seconds since the epoch."""
+
+    at: float
+    origin: Origin
+    pid: int
+    ppid: int
+    uid: int
+    comm: str
+    payload: Payload
+
+
+class BatchKey(NamedTuple):
+    """What makes a batch unique: resends keep all four."""
+
+    agent_id: str
+    boot_id: str
+    session_id: str
+    sequence: int
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A period in which the agent did not observe some event types."""
+
+    event_type: int
+    reason: int
+    start: float
+    end: float | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """What a batch says about its node besides events: identity and blind spots."""
+
+    node: str
+    agent_id: str
+    agent_version: str
+    kernel_release: str
+    arch: int
+    session_id: str
+    drops: dict[tuple[int, int], int]
+    unattributed: dict[tuple[int, int], int]
+    gaps: tuple[Gap, ...]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One validated batch of events from one agent session."""
+
+    key: BatchKey
+    report: NodeReport
+    events: tuple[Event, ...]
+
+
+def is_shell(path: str) -> bool:
+    """Return True when `path` names a command shell (by its base name)."""
+    return path.rsplit("/", 1)[-1] in SHELLS
+
+
+def container_path(origin: Origin) -> str:
+    """Return "{workload}/containers/{container}", the container part of resource names."""
+    return f"{origin.workload.path}/containers/{origin.container}"

@@ -1,0 +1,185 @@
+"""One behaviour profile and its learning lifecycle: items are added while LEARNING; once the
+window passes with no new item the profile becomes COMPLETE, or PARTIAL when no replica's start
+was observed or events were dropped while learning. Pure; times are epoch seconds from the
+engine's injectable clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.runtime import domain
+from services.runtime.profiles import (
+    Category,
+    Context,
+    Item,
+    ItemKey,
+    Replica,
+    State,
+    enrich,
+    item_keys,
+    profile_name,
+)
+
+DEFAULT_WINDOW = 24 * 3600.0
+
+
+@dataclass
+class WorkloadRecord:
+    """A workload seen in events or opted in to learning, with its learning settings."""
+
+    workload: domain.Workload
+    learning_enabled: bool = False
+    window: float | None = None
+    learning_start: float | None = None
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    pods: set[str] = field(default_factory=set)
+    nodes: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much a profile can be trusted (the proto's Coverage)."""
+
+    last_new_item: float
+    window: float
+    observed: float
+    replicas: int
+    start_observed: bool
+    start_reason: str
+    events_dropped: int
+    unattributed: int
+    events_received: int
+
+
+class Profile:
+    """The learned behaviour of one container of a workload for one image digest."""
+
+    def __init__(
+        self, workload: domain.Workload, container: str, image: str, digest: str, now: float
+    ) -> None:
+        self.workload = workload
+        self.container = container
+        self.image = image
+        self.digest = digest
+        self.name = profile_name(workload, container, digest)
+        self.current = True
+        self.state = State.LEARNING
+        self.reason = "LEARNING: recording behaviour"
+        self.create_time = self.update_time = self.last_new_item = now
+        self.complete_time: float | None = None
+        self.window = DEFAULT_WINDOW
+        self.events_received = self.events_dropped = self.unattributed = 0
+        self.replicas: dict[str, Replica] = {}
+        self.items: dict[Category, dict[ItemKey, Item]] = {c: {} for c in Category}
+        self.dirty: set[tuple[Category, ItemKey]] = set()
+        self.changed = True
+
+    @property
+    def learning(self) -> bool:
+        """Return True while the profile still records new behaviour."""
+        return self.state is State.LEARNING
+
+    def has(self, category: Category, key: ItemKey) -> bool:
+        """Return True when the profile holds the item."""
+        return key in self.items[category]
+
+    def replica(self, origin: domain.Origin, event: domain.Event) -> Replica:
+        """Return the replica of `origin`, registering it (and its start verdict) when new."""
+        found = self.replicas.get(origin.pod_uid)
+        if found is None:
+            found = self.replicas[origin.pod_uid] = Replica(origin)
+            found.observe_first(event)
+            self.changed = True
+        elif isinstance(event.payload, domain.SyscallSet):
+            found.note_syscall_set(event.payload)
+            self.changed = True
+        return found
+
+    def learn(self, event: domain.Event, context: Context, now: float) -> int:
+        """Fold `event` into the items; return how many new items it brought."""
+        new = 0
+        pod = event.origin.pod_uid
+        startup = (
+            event.payload.startup if isinstance(event.payload, domain.SyscallSet) else frozenset()
+        )
+        for category, key, label in item_keys(event):
+            table = self.items[category]
+            item = table.get(key)
+            changed = False
+            if item is None:
+                item = table[key] = Item(event.at or now, label)
+                item.flags = 1 if category is Category.SYSCALL and key[1] in startup else 0
+                new += 1
+            elif category is Category.SYSCALL and item.flags and key[1] not in startup:
+                item.flags, changed = 0, True
+            if pod not in item.pods:
+                item.pods.add(pod)
+                changed = True
+            if enrich(item, category, event, context) or changed:
+                self.dirty.add((category, key))
+        if new:
+            self.last_new_item = self.update_time = now
+            self.changed = True
+        return new
+
+    def advance(self, now: float) -> bool:
+        """Apply the lifecycle at `now`; return True when the state changed."""
+        if self.state is not State.LEARNING or now - self.last_new_item < self.window:
+            return False
+        self.complete_time = self.update_time = now
+        start, why = self.start_verdict()
+        if not start:
+            self.state, self.reason = (
+                State.PARTIAL,
+                f"PARTIAL: container start not observed ({why})",
+            )
+        elif self.events_dropped:
+            self.state = State.PARTIAL
+            self.reason = (
+                f"PARTIAL: {self.events_dropped} events dropped on its nodes while learning"
+            )
+        else:
+            self.state = State.COMPLETE
+            self.reason = f"COMPLETE: no new behaviour for {self.window:g}s; {why}"
+        self.changed = True
+        return True
+
+    def restart(self, now: float, window: float) -> None:
+        """Opt in again: back to LEARNING with a fresh window."""
+        self.state, self.reason = State.LEARNING, "LEARNING: learning restarted"
+        self.last_new_item = self.update_time = now
+        self.complete_time = None
+        self.window = window
+        self.changed = True
+
+    def start_verdict(self) -> tuple[bool, str]:
+        """Return whether any replica's start was observed, and why (or why not)."""
+        if not self.replicas:
+            return False, "no replica seen yet"
+        for replica in self.replicas.values():
+            if replica.start_observed:
+                return True, replica.reason
+        return False, "; ".join(r.reason for r in list(self.replicas.values())[:3])
+
+    def coverage(self, now: float) -> Coverage:
+        """Return the coverage figures at `now`."""
+        start, why = self.start_verdict()
+        return Coverage(
+            last_new_item=self.last_new_item,
+            window=self.window,
+            observed=(self.complete_time or now) - self.create_time,
+            replicas=len(self.replicas),
+            start_observed=start,
+            start_reason=why,
+            events_dropped=self.events_dropped,
+            unattributed=self.unattributed,
+            events_received=self.events_received,
+        )
+
+    def syscall_numbers(self) -> dict[int, list[int]]:
+        """Return the learned syscall numbers per architecture, ascending."""
+        by_arch: dict[int, list[int]] = {}
+        for arch, number in sorted(self.items[Category.SYSCALL]):  # type: ignore[type-var]
+            by_arch.setdefault(int(arch), []).append(int(number))
+        return by_arch

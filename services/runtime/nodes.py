@@ -1,0 +1,73 @@
+"""Nodes with an agent and their blind spots: cumulative drop counters summed over agent
+sessions, unattributed event counts, and observation gaps. Pure; the engine applies each batch's
+NodeReport and hands the growth of drops and unattributed events to the learning profiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.runtime import domain
+
+SILENT_AFTER = 60.0
+MAX_GAPS = 100
+
+Counts = dict[tuple[int, int], int]
+
+
+@dataclass
+class Node:
+    """One node's agent identity, report times and blind spots."""
+
+    node: str
+    agent_id: str = ""
+    agent_version: str = ""
+    kernel_release: str = ""
+    arch: int = 0
+    session_id: str = ""
+    first_report: float = 0.0
+    last_report: float = 0.0
+    last_sequence: int = 0
+    events_received: int = 0
+    retired_drops: Counts = field(default_factory=dict)
+    session_drops: Counts = field(default_factory=dict)
+    unattributed: Counts = field(default_factory=dict)
+    gaps: list[domain.Gap] = field(default_factory=list)
+
+    def apply(self, batch: domain.Batch, now: float) -> tuple[int, int]:
+        """Fold a batch in; return (events newly dropped, unattributed events) it reported."""
+        report = batch.report
+        if report.session_id != self.session_id:
+            _add(self.retired_drops, self.session_drops)
+            self.session_drops = {}
+            self.session_id = report.session_id
+            self.last_sequence = 0
+        self.agent_id, self.agent_version = report.agent_id, report.agent_version
+        self.kernel_release, self.arch = report.kernel_release, report.arch
+        self.first_report = self.first_report or now
+        self.last_report = now
+        self.last_sequence = max(self.last_sequence, batch.key.sequence)
+        self.events_received += len(batch.events)
+        dropped = 0
+        for key, total in report.drops.items():
+            before = self.session_drops.get(key, 0)
+            if total > before:
+                dropped += total - before
+                self.session_drops[key] = total
+        _add(self.unattributed, report.unattributed)
+        self.gaps = sorted([*report.gaps, *self.gaps], key=lambda g: -g.start)[:MAX_GAPS]
+        return dropped, sum(report.unattributed.values())
+
+    def drops(self) -> Counts:
+        """Return events lost per (event type, source), summed over sessions."""
+        total = dict(self.retired_drops)
+        _add(total, self.session_drops)
+        return total
+
+    def reporting(self, now: float) -> bool:
+        """Return True when a batch arrived within the last minute."""
+        return now - self.last_report <= SILENT_AFTER
+
+
+def _add(into: Counts, more: Counts) -> None:
+    for key, value in more.items():
+        into[key] = into.get(key, 0) + value

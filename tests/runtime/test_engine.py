@@ -1,0 +1,200 @@
+"""Ingest and the learning lifecycle through the engine on a real SQLite file, with an injected
+clock: dedupe of resent batches, rejection of garbled batches with nothing stored, drop counters
+per node, LEARNING to COMPLETE/PARTIAL on the clock, and a new image digest starting a new
+profile."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from servicekit.errors import InvalidArgument
+from servicekit.storage import engine as make_engine
+from services.runtime import wire
+from services.runtime.engine import Engine
+from services.runtime.profiles import Category, State
+from services.runtime.store import RuntimeStore
+from tests.runtime import builders as b
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = b.T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[RuntimeStore]:
+    bound = make_engine(f"sqlite:///{tmp_path / 'runtime.db'}")
+    yield RuntimeStore(bound)
+    bound.dispose()
+
+
+@pytest.fixture
+def core(store: RuntimeStore, clock: Clock) -> Engine:
+    return Engine(store, clock, default_window=3600)
+
+
+def ingest(core: Engine, request: object) -> bool:
+    return core.ingest(wire.batch(request, core.clock()))  # type: ignore[arg-type]
+
+
+def profile_of(core: Engine, container: str = "cart") -> object:
+    return core.current[(b.CART, container)]
+
+
+def test_resent_batch_is_a_duplicate_and_changes_nothing(core: Engine, store: RuntimeStore) -> None:
+    request = b.batch(1, [b.wire_exec("/app/server"), b.wire_open("/etc/app.conf")])
+    assert ingest(core, request) is False
+    assert ingest(core, request) is True
+    profile = core.current[(b.CART, "cart")]
+    assert profile.events_received == 2
+    assert ingest(Engine(store, core.clock), request) is True  # also after a restart
+    reloaded = Engine(store, core.clock)
+    assert reloaded.current[(b.CART, "cart")].events_received == 2
+    assert reloaded.nodes["n1"].events_received == 2
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (b.batch(1, [b.wire_exec("/bin/x")], session=""), "session_id"),
+        (b.batch(0, [b.wire_exec("/bin/x")]), "sequence"),
+        (b.batch(1, [b.wire_event()]), "no payload"),
+        (b.batch(1, [b.wire_exec("/bin/x"), b.wire_exec("")]), "events[1].exec: path"),
+        (b.batch(1, [b.wire_flow("not-an-ip", 80)]), "not an IP address"),
+        (b.batch(1, [b.wire_flow("10.0.0.1", 70000)]), "ports"),
+        (b.batch(1, [b.wire_exec("/bin/x", pid=99_999_999)]), "pid"),
+        (b.batch(1, [b.wire_exec("/bin/x", at=5.0)]), "absurd"),
+        (b.batch(1, [b.wire_exec("/bin/x", *["a"] * 65)]), "argv"),
+        (b.batch(1, [b.wire_syscalls([3, 1])]), "ascending"),
+        (b.batch(1, [b.wire_exec("/bin/x")] * 10_001), "limit is 10000"),
+    ],
+    ids=[
+        "no-session",
+        "sequence-0",
+        "no-payload",
+        "empty-path",
+        "bad-ip",
+        "port",
+        "pid",
+        "time",
+        "argv",
+        "syscalls-order",
+        "too-many",
+    ],
+)
+def test_garbled_batch_is_rejected_and_nothing_is_stored(
+    core: Engine, store: RuntimeStore, request_: object, message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=r"nothing stored") as caught:
+        ingest(core, request_)
+    assert message in str(caught.value)
+    assert core.profiles == {} and core.nodes == {}
+    assert store.load().profiles == []
+    assert store.sequences(b.batch(1, []) and wire.batch(b.batch(1, []), 0).key) == set()
+
+
+def test_oversized_batch_is_rejected(core: Engine) -> None:
+    big = [b.wire_exec("/bin/" + "x" * 4000, *["y" * 256] * 60)] * 300
+    with pytest.raises(InvalidArgument, match="bytes encoded"):
+        ingest(core, b.batch(1, big))
+
+
+def test_drop_counters_and_unattributed_are_kept_per_node(core: Engine, clock: Clock) -> None:
+    ingest(core, b.batch(1, [b.wire_exec("/app/server")], drop_counters=b.drops(5)))
+    unknown = b.wire_open("/x")
+    unknown.attribution.Clear()
+    unknown.attribution.unattributed_reason = 1
+    ingest(core, b.batch(2, [unknown], drop_counters=b.drops(7)))
+    ingest(core, b.batch(1, [], session="s2", drop_counters=b.drops(2)))
+    node = core.nodes["n1"]
+    assert node.drops() == {(6, 1): 9}
+    assert node.unattributed == {(6, 1): 1}
+    profile = core.current[(b.CART, "cart")]
+    assert (profile.events_dropped, profile.unattributed) == (9, 1)
+
+
+def test_learning_becomes_complete_after_a_quiet_window(core: Engine, clock: Clock) -> None:
+    ingest(core, b.batch(1, [b.wire_exec("/app/server"), b.wire_syscalls([0, 1, 3])]))
+    profile = core.current[(b.CART, "cart")]
+    assert profile.state is State.LEARNING
+    clock.now += 3000
+    ingest(core, b.batch(2, [b.wire_open("/etc/new.conf")]))  # new item restarts the window
+    clock.now += 3000
+    assert core.tick() == []
+    clock.now += 601
+    assert core.tick() == [profile]
+    assert profile.state is State.COMPLETE
+    assert "no new behaviour for 3600s" in profile.reason
+    assert Engine(core.store, clock).current[(b.CART, "cart")].state is State.COMPLETE
+
+
+def test_partial_when_the_start_was_not_observed(core: Engine, clock: Clock) -> None:
+    ingest(core, b.batch(1, [b.wire_syscalls([0, 1], start_observed=False)]))
+    clock.now += 3601
+    core.tick()
+    profile = core.current[(b.CART, "cart")]
+    assert profile.state is State.PARTIAL
+    assert "container start not observed" in profile.reason
+    assert "cgroup existed before the agent watched node n1" in profile.reason
+
+
+def test_partial_when_the_first_event_is_not_an_exec(core: Engine, clock: Clock) -> None:
+    ingest(core, b.batch(1, [b.wire_open("/etc/passwd"), b.wire_exec("/app/server")]))
+    clock.now += 3601
+    core.tick()
+    assert core.current[(b.CART, "cart")].state is State.PARTIAL
+
+
+def test_new_image_digest_starts_a_new_profile_and_keeps_the_old(
+    core: Engine, clock: Clock
+) -> None:
+    ingest(core, b.batch(1, [b.wire_exec("/app/server")]))
+    old = core.current[(b.CART, "cart")]
+    clock.now += 3601
+    core.tick()
+    assert old.state is State.COMPLETE
+    ingest(core, b.batch(2, [b.wire_exec("/app/server2", digest="sha256:" + "b" * 64)]))
+    new = core.current[(b.CART, "cart")]
+    assert new is not old and new.state is State.LEARNING and new.current
+    assert not old.current and old.state is State.COMPLETE
+    reloaded = Engine(core.store, clock)
+    assert len(reloaded.profiles) == 2
+
+
+def test_union_across_replicas_counts_replicas_and_collapses_paths(core: Engine) -> None:
+    events = [
+        b.wire_exec("/app/server", pod="cart-1"),
+        b.wire_exec("/app/server", pod="cart-2"),
+        b.wire_open("/proc/1234/stat", pod="cart-1"),
+        b.wire_open("/proc/99/stat", pod="cart-2"),
+        b.wire_open("/etc/missing", return_value=-2, pod="cart-1"),
+    ]
+    ingest(core, b.batch(1, events))
+    profile = core.current[(b.CART, "cart")]
+    files = profile.items[Category.FILE]
+    assert list(files) == [("/proc/*/stat",)] and len(files[("/proc/*/stat",)].pods) == 2
+    assert profile.items[Category.FAILED_FILE][("/etc/missing",)].errnos == {2}
+    assert len(profile.replicas) == 2
+
+
+def test_set_learning_restarts_the_window(core: Engine, clock: Clock) -> None:
+    ingest(core, b.batch(1, [b.wire_exec("/app/server")]))
+    clock.now += 3601
+    core.tick()
+    record = core.set_learning(b.CART, "", True, 60.0)
+    profile = core.current[(b.CART, "cart")]
+    assert record.learning_enabled and profile.state is State.LEARNING and profile.window == 60.0
+    clock.now += 61
+    core.tick()
+    assert profile.state is State.COMPLETE

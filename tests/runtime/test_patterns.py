@@ -1,0 +1,34 @@
+"""Dynamic parts of paths and argument vectors collapse into patterns; stable names stay."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.runtime.patterns import argv_pattern, collapse_path
+
+PATHS = [
+    ("/proc/1234/stat", "/proc/*/stat"),
+    ("/proc/1/task/77/status", "/proc/*/task/*/status"),
+    ("/proc/self/maps", "/proc/self/maps"),
+    ("/tmp/upload-a8F3kq", "/tmp/upload-*"),
+    ("/tmp/tmpab12cd3x", "/tmp/*"),
+    ("/var/tmp/sess_4f9a2.json", "/var/tmp/sess_*.json"),
+    ("/tmp/report.pdf", "/tmp/report.pdf"),
+    ("/usr/bin/python3", "/usr/bin/python3"),
+    ("/usr/lib/x86_64-linux-gnu/libssl.so.3", "/usr/lib/x86_64-linux-gnu/libssl.so.3"),
+    (
+        "/var/lib/kubelet/pods/0f8fad5b-d9cb-469f-a165-70867728950e/volumes",
+        "/var/lib/kubelet/pods/*/volumes",
+    ),
+    ("/data/blobs/9f86d081884c7d659a2feaa0c55ad015", "/data/blobs/*"),
+]
+
+
+@pytest.mark.parametrize(("path", "pattern"), PATHS, ids=[p for p, _ in PATHS])
+def test_collapse_path(path: str, pattern: str) -> None:
+    assert collapse_path(path) == pattern
+
+
+def test_argv_pattern_keeps_flags_and_collapses_values() -> None:
+    argv = ("/app/worker", "--port=8080", "--job", "31337", "/tmp/in-x9k2ZZ", "serve")
+    assert argv_pattern(argv) == ("/app/worker", "--port=*", "--job", "*", "/tmp/in-*", "serve")

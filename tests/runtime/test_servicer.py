@@ -1,0 +1,199 @@
+"""RuntimeService through a real stub to a real server on port 0 with the real interceptor
+chain: ingest acks and duplicates, garbled batches, profiles, learning targets, alerts with
+WatchAlerts, rules, nodes, and the status codes of bad requests."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from parallax.runtime.v1 import alert_pb2, profile_pb2, workload_pb2
+from parallax.runtime.v1 import runtime_service_pb2 as pb
+from parallax.runtime.v1 import runtime_service_pb2_grpc as pb_grpc
+from parallax.type.v1 import change_pb2, severity_pb2
+from parallax.type.v1 import workload_pb2 as ref_pb2
+
+from servicekit.channels import connect
+from tests.runtime import builders as b
+from tests.runtime.server import Clock, runtime_server
+
+CART = ref_pb2.WorkloadRef(namespace="shop", kind="Deployment", name="cart", container="cart")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(b.T0)
+
+
+@pytest.fixture
+def stub(tmp_path: Path, clock: Clock) -> Iterator[pb_grpc.RuntimeServiceStub]:
+    with runtime_server(tmp_path, clock) as (running, _):
+        channel = connect(running.address, timeout=10)
+        yield pb_grpc.RuntimeServiceStub(channel)
+        channel.close()
+
+
+def report(
+    stub: pb_grpc.RuntimeServiceStub, *requests: pb.ReportEventsRequest
+) -> list[pb.ReportEventsResponse]:
+    return list(stub.ReportEvents(iter(requests), timeout=10))
+
+
+def code(caught: pytest.ExceptionInfo[grpc.RpcError]) -> grpc.StatusCode:
+    return caught.value.code()  # type: ignore[attr-defined,no-any-return]
+
+
+def test_each_batch_is_acknowledged_and_resends_are_duplicates(
+    stub: pb_grpc.RuntimeServiceStub,
+) -> None:
+    first = b.batch(1, [b.wire_exec("/app/server")])
+    second = b.batch(2, [b.wire_open("/etc/app.conf")])
+    acks = report(stub, first, second, first)
+    assert [(a.acknowledged_sequence, a.duplicate) for a in acks] == [
+        (1, False),
+        (2, False),
+        (1, True),
+    ]
+    profile = stub.GetProfile(pb.GetProfileRequest(workload=CART), timeout=5).profile
+    assert profile.coverage.events_received == 2
+    assert [e.path for e in profile.executables] == ["/app/server"]
+
+
+def test_garbled_batch_ends_the_stream_with_invalid_argument(
+    stub: pb_grpc.RuntimeServiceStub,
+) -> None:
+    good = b.batch(1, [b.wire_exec("/app/server")])
+    bad = b.batch(2, [b.wire_exec("/app/server"), b.wire_flow("999.1.1.1", 80)])
+    with pytest.raises(grpc.RpcError) as caught:
+        report(stub, good, bad)
+    assert code(caught) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "events[1].network_flow" in caught.value.details()  # type: ignore[attr-defined]
+    nodes = stub.ListNodes(pb.ListNodesRequest(), timeout=5).nodes
+    assert nodes[0].last_acknowledged_sequence == 1 and nodes[0].events_received == 1
+
+
+def test_profile_lookup_errors(stub: pb_grpc.RuntimeServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetProfile(pb.GetProfileRequest(workload=CART), timeout=5)
+    assert code(caught) == grpc.StatusCode.NOT_FOUND
+    no_container = ref_pb2.WorkloadRef(namespace="shop", kind="Deployment", name="cart")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetProfile(pb.GetProfileRequest(workload=no_container), timeout=5)
+    assert code(caught) == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListAlerts(pb.ListAlertsRequest(page_size=-1), timeout=5)
+    assert code(caught) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_learning_targets_record_then_monitor(
+    stub: pb_grpc.RuntimeServiceStub, clock: Clock
+) -> None:
+    workload = ref_pb2.WorkloadRef(namespace="shop", kind="Deployment", name="cart")
+    set_req = pb.SetLearningRequest(
+        workload=workload, enabled=True, learning_window=Duration(seconds=60)
+    )
+    answer = stub.SetLearning(set_req, timeout=5).workload
+    assert answer.learning_enabled and answer.learning_window.seconds == 60
+    report(stub, b.batch(1, [b.wire_exec("/app/server"), b.wire_syscalls([0, 1, 3])]))
+    (target,) = stub.ListLearningTargets(
+        pb.ListLearningTargetsRequest(node_name="n1"), timeout=5
+    ).learning_targets
+    assert target.mode == workload_pb2.LEARNING_MODE_RECORD
+    assert [(c.pod_uid, c.cgroup_id) for c in target.cgroups] == [("uid-cart-1", 1000)]
+    clock.now += 61
+    (target,) = stub.ListLearningTargets(
+        pb.ListLearningTargetsRequest(), timeout=5
+    ).learning_targets
+    assert target.mode == workload_pb2.LEARNING_MODE_MONITOR
+    assert list(target.monitored_syscalls[0].syscall_numbers) == [0, 1, 3]
+    profile = stub.GetProfile(pb.GetProfileRequest(workload=CART), timeout=5).profile
+    assert profile.state == profile_pb2.PROFILE_STATE_COMPLETE and profile.coverage.start_observed
+    listed = stub.ListWorkloads(
+        pb.ListWorkloadsRequest(profile_state=profile_pb2.PROFILE_STATE_COMPLETE), timeout=5
+    )
+    assert [w.name for w in listed.workloads] == ["workloads/shop/Deployment/cart"]
+
+
+def pump(
+    stream: Iterator[pb.WatchAlertsResponse], into: queue.Queue[pb.WatchAlertsResponse]
+) -> None:
+    try:
+        for response in stream:
+            into.put(response)
+    except grpc.RpcError:
+        pass  # the server stops at the end of the test
+
+
+def test_alerts_list_get_state_and_watch(stub: pb_grpc.RuntimeServiceStub) -> None:
+    report(
+        stub, b.batch(1, [b.wire_exec("/app/server", pid=100), b.wire_flow("169.254.169.254", 80)])
+    )
+    responses: queue.Queue[pb.WatchAlertsResponse] = queue.Queue()
+    watch = stub.WatchAlerts(
+        pb.WatchAlertsRequest(minimum_severity=severity_pb2.SEVERITY_HIGH), timeout=30
+    )
+    threading.Thread(target=pump, args=(watch, responses), daemon=True).start()
+    current = responses.get(timeout=10)
+    assert (
+        current.change_type == change_pb2.CHANGE_TYPE_CURRENT and current.alert.rule_id == "R0005"
+    )
+    assert responses.get(timeout=10).change_type == change_pb2.CHANGE_TYPE_SYNCED
+    shell = b.wire_exec("/bin/sh", "-i", pid=300, ppid=100, stdin_kind=3)
+    report(stub, b.batch(2, [shell, b.wire_flow("169.254.169.254", 80)]))
+    changes = {
+        (r.change_type, r.alert.rule_id)
+        for r in (responses.get(timeout=10), responses.get(timeout=10))
+    }
+    assert changes == {
+        (change_pb2.CHANGE_TYPE_ADDED, "R0007"),
+        (change_pb2.CHANGE_TYPE_UPDATED, "R0005"),
+    }
+    listed = stub.ListAlerts(pb.ListAlertsRequest(rule_ids=["R0007"]), timeout=5).alerts
+    (reverse,) = listed
+    assert [p.path for p in reverse.process_tree] == ["/app/server", "/bin/sh"]
+    assert reverse.workload.pod == "cart-1" and reverse.evidence["stdin_socket"] == "True"
+    got = stub.GetAlert(pb.GetAlertRequest(name=reverse.name), timeout=5).alert
+    assert got == reverse
+    state = pb.SetAlertStateRequest(
+        name=reverse.name, state=alert_pb2.ALERT_STATE_RESOLVED, reason="drill"
+    )
+    assert stub.SetAlertState(state, timeout=5).alert.state == alert_pb2.ALERT_STATE_RESOLVED
+    removed = responses.get(timeout=10)
+    assert (
+        removed.change_type == change_pb2.CHANGE_TYPE_REMOVED and removed.alert.name == reverse.name
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetAlert(pb.GetAlertRequest(name="alerts/nope"), timeout=5)
+    assert code(caught) == grpc.StatusCode.NOT_FOUND
+    bad = pb.SetAlertStateRequest(name=reverse.name, state=alert_pb2.ALERT_STATE_OPEN)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.SetAlertState(bad, timeout=5)
+    assert code(caught) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_rules_are_paged(stub: pb_grpc.RuntimeServiceStub) -> None:
+    first = stub.ListRules(pb.ListRulesRequest(page_size=5), timeout=5)
+    rest = stub.ListRules(
+        pb.ListRulesRequest(page_size=50, page_token=first.next_page_token), timeout=5
+    )
+    ids = [r.rule_id for r in [*first.rules, *rest.rules]]
+    assert ids == [f"R{i:04d}" for i in range(1, 12)] and not rest.next_page_token
+    assert first.rules[0].requires_complete_profile and first.rules[0].mitre_technique_id
+
+
+def test_nodes_report_drops_unattributed_and_gaps(stub: pb_grpc.RuntimeServiceStub) -> None:
+    from parallax.runtime.v1 import blind_spot_pb2
+
+    gap = blind_spot_pb2.EventGap(
+        event_type=0, reason=1, start_time=b.stamp(b.T0 - 5), detail="restart"
+    )
+    report(stub, b.batch(1, [b.wire_exec("/app/server")], drop_counters=b.drops(4), gaps=[gap]))
+    (node,) = stub.ListNodes(pb.ListNodesRequest(), timeout=5).nodes
+    assert node.name == "nodes/n1" and node.state == 1
+    assert [(d.event_type, d.dropped_total) for d in node.drop_counters] == [(6, 4)]
+    assert node.gaps[0].detail == "restart"
