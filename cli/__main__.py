@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import agent, certs, runtime, scan, stack
+from cli import agent, certs, policygen, runtime, scan, stack
 
 app = typer.Typer(
     name="parallax",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 stack.register(app)
 scan.register(app)
+policygen.register(app)
 runtime.register(app)
 agent.register(app)
 certs.register(app)

@@ -21,6 +21,7 @@ from pathlib import Path
 SERVICES = ("posture", "runtime", "policygen", "correlator")
 DEFAULT_PORTS = {"posture": 50051, "runtime": 50052, "policygen": 50053, "correlator": 50054}
 UPSTREAMS = {
+    "policygen": {"PARALLAX_RUNTIME_ADDRESS": "runtime"},
     "correlator": {
         "PARALLAX_POSTURE_ADDRESS": "posture",
         "PARALLAX_RUNTIME_ADDRESS": "runtime",

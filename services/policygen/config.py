@@ -5,18 +5,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from servicekit.config import ServerSettings
+from servicekit.config import ServerSettings, address
 
 DEFAULT_PORT = 50053
+DEFAULT_RUNTIME_ADDRESS = "127.0.0.1:50052"
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Server settings of the policygen service."""
+    """Server settings and PARALLAX_RUNTIME_ADDRESS, the runtime service profiles are fetched
+    from when a request names a workload (default 127.0.0.1:50052; inline profiles need none)."""
 
     server: ServerSettings
+    runtime_address: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read and validate the settings."""
-        return cls(server=ServerSettings.from_env(env, "policygen", DEFAULT_PORT))
+        return cls(
+            server=ServerSettings.from_env(env, "policygen", DEFAULT_PORT),
+            runtime_address=address(env, "PARALLAX_RUNTIME_ADDRESS", DEFAULT_RUNTIME_ADDRESS),
+        )
