@@ -26,7 +26,7 @@ UPSTREAMS = {
         "PARALLAX_POSTURE_ADDRESS": "posture",
         "PARALLAX_RUNTIME_ADDRESS": "runtime",
         "PARALLAX_POLICYGEN_ADDRESS": "policygen",
-    }
+    },
 }
 _PR_SET_PDEATHSIG = 1
 
