@@ -1,12 +1,10 @@
-"""Composition root of the node agent, `python -m agent`: kernel source → attribution →
-shipper, with pod metadata from the API server, metrics over HTTP and a graceful stop on
-SIGTERM. The kernel side provides `agent.probes.consumer.open_source(cgroup_root)`, a
-KernelSource."""
+"""Composition root of the node agent, `python -m agent`: the node self-check, then kernel source
+→ attribution → shipper, with pod metadata from the API server, learning targets from the
+runtime, metrics over HTTP and a graceful stop on SIGTERM."""
 
 from __future__ import annotations
 
 import functools
-import importlib
 import importlib.metadata
 import logging
 import os
@@ -14,18 +12,22 @@ import platform
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from parallax.runtime.v1 import event_pb2, runtime_service_pb2
+from parallax.runtime.v1.runtime_service_pb2_grpc import RuntimeServiceStub
 from parallax.type.v1 import platform_pb2
 
+from agent import check
 from agent.attribution import kube, paths
 from agent.attribution.attributor import Attributor
 from agent.attribution.pods import PodIndex
 from agent.config import Settings
+from agent.learning import LearningSync
 from agent.metrics import AgentMetrics
+from agent.probes.source import KernelSource
 from agent.ship.outbox import DropKey, Outbox
 from agent.ship.sender import Sender
 from servicekit import logs
@@ -38,21 +40,34 @@ _ARCHES = {"x86_64": platform_pb2.ARCHITECTURE_X86_64, "aarch64": platform_pb2.A
 class CgroupRecord(Protocol):
     """A cgroup created or removed (agent.decode.CgroupChange)."""
 
-    cgroup_id: int
-    path: str
-    created: bool
+    @property
+    def cgroup_id(self) -> int:
+        """The cgroup's id (its directory inode)."""
+
+    @property
+    def path(self) -> str:
+        """Its path relative to the v2 root."""
+
+    @property
+    def created(self) -> bool:
+        """True for creation, False for removal."""
 
 
 class KernelRead(Protocol):
     """What one read of the kernel side returns: events in read order (cgroup_id set,
     attribution empty) and the cgroup changes seen since the previous read."""
 
-    events: Sequence[event_pb2.Event]
-    cgroups: Sequence[CgroupRecord]
+    @property
+    def events(self) -> Sequence[event_pb2.Event]:
+        """Events with cgroup_id set and attribution empty."""
+
+    @property
+    def cgroups(self) -> Sequence[CgroupRecord]:
+        """Cgroups created or removed since the previous read."""
 
 
-class KernelSource(Protocol):
-    """The kernel side as the agent's main loop uses it."""
+class EventSource(Protocol):
+    """The kernel side as the agent's main loop uses it (agent.probes.source.KernelSource)."""
 
     def read(self, timeout: float) -> KernelRead:
         """Wait at most `timeout` seconds for events, then return what was read."""
@@ -65,7 +80,7 @@ class KernelSource(Protocol):
 
 
 def pump(
-    source: KernelSource,
+    source: EventSource,
     attributor: Attributor,
     sender: Sender,
     metrics: AgentMetrics,
@@ -102,6 +117,11 @@ def main() -> None:
     """Run the agent until SIGTERM or SIGINT."""
     settings = Settings.from_env(os.environ)
     logs.configure("agent", settings.log_level)
+    failed = [r for r in check.run_checks() if not r.ok]
+    for result in failed:
+        log.error("agent check %s failed: %s", result.name, result.detail)
+    if failed:
+        raise SystemExit(f"the node cannot run the agent: {failed[0].detail}")
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
@@ -128,15 +148,22 @@ def main() -> None:
         buffer_events=settings.buffer_events,
     )
     credentials = settings.runtime_tls.channel_credentials() if settings.runtime_tls else None
-    consumer = importlib.import_module("agent.probes.consumer")
-    open_source: Callable[[Path], KernelSource] = consumer.open_source
-    source = open_source(settings.cgroup_root)
+    source = KernelSource(
+        settings.cgroup_root,
+        walk(),
+        lambda path: paths.parse(path) is not None,
+        learn_new=settings.learn_new,
+    )
     with connect(settings.runtime_address, credentials=credentials) as channel:
         sender = Sender(outbox, channel, metrics, ack_timeout=settings.ack_timeout)
         sender.start()
+        learning = LearningSync(RuntimeServiceStub(channel), settings.node_name, source.control)
+        learning.start()
+        log.info("agent ready: probes attached, shipping to %s", settings.runtime_address)
         try:
             pump(source, attributor, sender, metrics, stopping=stopping)
         finally:
+            learning.stop()
             source.close()
             if not sender.stop(settings.grace_seconds):
                 log.warning("stopped with %d events unacknowledged", outbox.buffered)

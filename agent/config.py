@@ -56,6 +56,7 @@ class Settings:
     pod_registry: Path
     log_level: str
     grace_seconds: float
+    learn_new: bool
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -82,4 +83,7 @@ class Settings:
             pod_registry=Path(text(env, "PARALLAX_POD_REGISTRY", "/run/parallax/pods")),
             log_level=text(env, "PARALLAX_LOG_LEVEL", "INFO").upper(),
             grace_seconds=number(env, "PARALLAX_GRACE_SECONDS", 5.0, low=0.0, high=300.0),
+            # Learn every new container's syscalls from its cgroup's creation, so profiles see
+            # the start; costs the sys_enter tax while on (bench/agent_overhead.py).
+            learn_new=text(env, "PARALLAX_LEARN_NEW", "true").lower() == "true",
         )

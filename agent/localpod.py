@@ -11,6 +11,7 @@ import ctypes
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class LocalPod:
 
     def create(self) -> None:
         """Make the cgroup (and netns), then write the registry file."""
+        prune_registry()
         self.cgroup.mkdir(parents=True, exist_ok=False)
         self.cgroup_id = self.cgroup.stat().st_ino
         if self.netns:
@@ -122,10 +124,32 @@ class LocalPod:
             subprocess.run(
                 ["ip", "netns", "delete", self.netns_name], capture_output=True, check=False
             )
-        (REGISTRY / f"{self.cgroup_id}.json").unlink(missing_ok=True)
+        _mark_ended(REGISTRY / f"{self.cgroup_id}.json")
         for parent in (self.cgroup.parent, self.cgroup.parent.parent):
             with contextlib.suppress(OSError):
                 parent.rmdir()  # only succeeds once the last pod of the namespace is gone
+
+
+# An ended pod's registry entry is kept this long, so the agent can still attribute the events
+# it drains after the pod is gone (a short-lived pod can end before the agent reads its file).
+REGISTRY_RETENTION = 600.0
+
+
+def _mark_ended(entry: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(entry.read_text())
+        data["ended"] = time.time()
+        entry.write_text(json.dumps(data, indent=2))
+
+
+def prune_registry(now: float | None = None) -> None:
+    """Remove registry entries of pods that ended more than REGISTRY_RETENTION seconds ago."""
+    cutoff = (now or time.time()) - REGISTRY_RETENTION
+    for entry in REGISTRY.glob("*.json") if REGISTRY.is_dir() else ():
+        with contextlib.suppress(OSError, ValueError):
+            ended = json.loads(entry.read_text()).get("ended")
+            if isinstance(ended, (int, float)) and ended < cutoff:
+                entry.unlink()
 
 
 @contextlib.contextmanager

@@ -15,9 +15,7 @@ from agent.decode import syscall_name
 from agent.localpod import cgroup2_mount, local_pod
 from agent.probes.consumer import Collector, Consumer
 from agent.probes.control import Control
-from agent.probes.loader import Group, Loader
-
-EVENT_GROUPS = (Group.PROCESS, Group.FILES, Group.NETWORK, Group.DNS, Group.CAPS)
+from agent.probes.loader import EVENT_GROUPS, Group, Loader
 
 
 @dataclass

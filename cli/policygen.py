@@ -50,10 +50,10 @@ def _usage(message: str) -> NoReturn:
 
 
 def workload_ref(text: str) -> workload_pb2.WorkloadRef:
-    """Parse NAMESPACE/KIND/NAME[/CONTAINER]."""
+    """Parse NAMESPACE/KIND/NAME(/CONTAINER)."""
     parts = text.split("/")
     if len(parts) not in (3, 4) or not all(parts):
-        _usage(f"WORKLOAD must be NAMESPACE/KIND/NAME[/CONTAINER], got {text!r}")
+        _usage(f"WORKLOAD must be NAMESPACE/KIND/NAME(/CONTAINER), got {text!r}")
     return workload_pb2.WorkloadRef(
         namespace=parts[0], kind=parts[1], name=parts[2], container=(parts[3:] or [""])[0]
     )

@@ -43,7 +43,7 @@ def _workload(text: str) -> Any:
 
     parts = text.split("/")
     if len(parts) not in (3, 4) or not all(parts):
-        _fail(f"WORKLOAD must be NAMESPACE/KIND/NAME[/CONTAINER], got {text!r}")
+        _fail(f"WORKLOAD must be NAMESPACE/KIND/NAME(/CONTAINER), got {text!r}")
     namespace, kind, name = parts[:3]
     container = parts[3] if len(parts) == 4 else ""
     return workload_pb2.WorkloadRef(namespace=namespace, kind=kind, name=name, container=container)
@@ -109,7 +109,7 @@ def _line(change: Any) -> str:
 
 
 def profile(
-    workload: str = typer.Argument(..., help="NAMESPACE/KIND/NAME[/CONTAINER]"),
+    workload: str = typer.Argument(..., help="NAMESPACE/KIND/NAME(/CONTAINER)"),
     output_format: str = FormatOption,
     runtime: str = RuntimeOption,
     tls_dir: Path | None = TlsDirOption,
@@ -151,7 +151,7 @@ def profile(
 
 
 def learn(
-    workload: str = typer.Argument(..., help="NAMESPACE/KIND/NAME[/CONTAINER]"),
+    workload: str = typer.Argument(..., help="NAMESPACE/KIND/NAME(/CONTAINER)"),
     stop: bool = typer.Option(False, "--stop", help="Opt the workload out of learning."),
     window: int = typer.Option(
         0, "--window", help="Learning window in seconds (default: service's)."

@@ -104,7 +104,8 @@ class Attributor:
             pod = self._index.get(ref.pod_uid)
             found = pod.attribution(ref.container_id) if pod else None
         else:  # local pods, and cgroups whose creation the agent missed
-            found = read_local(self._registry, cgroup_id)
+            expected = (ref.namespace, ref.pod) if isinstance(ref, paths.LocalRef) else None
+            found = read_local(self._registry, cgroup_id, expected)
         if found is not None:
             self._cache[cgroup_id] = found
         return found

@@ -152,14 +152,20 @@ class PodIndex:
         self._changed.notify_all()
 
 
-def read_local(registry: Path, cgroup_id: int) -> event_pb2.Attribution | None:
+def read_local(
+    registry: Path, cgroup_id: int, expected: tuple[str, str] | None = None
+) -> event_pb2.Attribution | None:
     """The attribution of a local pod's cgroup from its registry file, or None when there is
-    none yet (or it cannot be read)."""
+    none yet (or it cannot be read). With `expected` (namespace, pod) from the cgroup's path, an
+    entry for another pod is refused: cgroup ids are inodes and get reused, and an ended pod's
+    entry outlives it for a while so its last events can still be attributed."""
     try:
         entry = json.loads((registry / f"{cgroup_id}.json").read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(entry, dict) or not entry.get("namespace") or not entry.get("pod"):
+        return None
+    if expected is not None and (entry["namespace"], entry["pod"]) != expected:
         return None
     # A local pod has no API object: its UID is derived from what `parallax run` registered.
     name = f"{entry['namespace']}/{entry['pod']}/{cgroup_id}"

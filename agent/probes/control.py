@@ -60,6 +60,11 @@ class Control:
         self._tracked = loader.table("tracked")
         self._prefixes: list[tuple[str, bool]] = []
         self._filter_slots: set[int] = set()
+        # cgroup_mkdir copies this template into `learning` for cgroups of a learning prefix.
+        template = loader.table("zero_state")
+        leaf = template.Leaf()
+        leaf.mode = Mode.LEARN
+        template[template.Key(0)] = leaf
 
     def track(self, cgroup_id: int) -> None:
         """Record exec, file, network, DNS and capability events of this cgroup."""
@@ -106,7 +111,7 @@ class Control:
         table = self.loader.table("prefixes")
         leaf = table.Leaf()
         leaf.used, leaf.learn = 1, int(learn)
-        ctypes.memmove(leaf.s, raw, len(raw))
+        leaf.s = raw  # a char array takes bytes; memmove on `leaf.s` would write to a copy
         ctypes.memset(leaf.mask, 0xFF, len(raw))
         table[table.Key(len(self._prefixes))] = leaf
         self._prefixes.append((path_prefix, learn))

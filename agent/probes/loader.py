@@ -70,6 +70,10 @@ class Group(enum.Enum):
     CAPS = "caps"
 
 
+# The groups a node agent or a recording attaches: everything but the syscall learner, which
+# attaches itself while some cgroup learns.
+EVENT_GROUPS = (Group.PROCESS, Group.FILES, Group.NETWORK, Group.DNS, Group.CAPS)
+
 _TRACEPOINTS: dict[Group, list[tuple[str, str]]] = {
     Group.CGROUPS: [
         ("cgroup:cgroup_mkdir", "on_cgroup_mkdir"),

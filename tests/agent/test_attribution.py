@@ -442,3 +442,12 @@ def test_unknown_cgroup_found_by_rescan_while_held(kubepods_cgroup: Path, tmp_pa
     assert attributor.attribute([event(os.stat(kubepods_cgroup).st_ino)]) == []
     (shipped,) = attributor.tick()
     assert shipped.attribution.workload.pod == "cart"
+
+
+def test_local_registry_entry_of_another_pod_is_refused(tmp_path: Path) -> None:
+    from agent.attribution.pods import read_local
+
+    (tmp_path / "42.json").write_text('{"namespace": "shop", "pod": "old", "ended": 1}')
+    assert read_local(tmp_path, 42, ("shop", "old")) is not None
+    # cgroup ids are inodes: a new pod reusing inode 42 must not inherit the old pod's identity
+    assert read_local(tmp_path, 42, ("shop", "new")) is None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.localpod import REGISTRY, cgroup2_mount, local_pod
+from agent.localpod import REGISTRY, REGISTRY_RETENTION, cgroup2_mount, local_pod, prune_registry
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="cgroups and netns need root")
 
@@ -27,7 +27,13 @@ def test_command_runs_in_its_own_cgroup() -> None:
     assert cgroup.parent.parent == cgroup2_mount() / "parallax"
     assert entry["namespace"] == "shop" and entry["pod"] == "cart"
     assert entry["labels"] == {"app": "cart"} and entry["container"] == "main"
-    assert not cgroup.exists() and not (REGISTRY / f"{pod.cgroup_id}.json").exists()
+    assert not cgroup.exists()
+    # The entry outlives the pod for REGISTRY_RETENTION, so late events are still attributed.
+    ended = json.loads((REGISTRY / f"{pod.cgroup_id}.json").read_text())["ended"]
+    prune_registry(now=ended + REGISTRY_RETENTION / 2)
+    assert (REGISTRY / f"{pod.cgroup_id}.json").exists()
+    prune_registry(now=ended + REGISTRY_RETENTION + 1)
+    assert not (REGISTRY / f"{pod.cgroup_id}.json").exists()
 
 
 def test_netns_pod_gets_a_veth_address() -> None:

@@ -1,0 +1,130 @@
+"""The kernel side as the agent's main loop sees it (`agent.__main__.KernelSource`): one loaded
+BPF object with every event group attached, container cgroups tracked (those present at start
+and those created later under the Kubernetes and local-pod prefixes), the ring buffer drained
+into a queue, and each learning cgroup's cumulative syscall set reported every few seconds."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from parallax.runtime.v1 import blind_spot_pb2
+from parallax.runtime.v1 import event_pb2 as pb
+
+from agent.decode import ARCH, CgroupChange, decode, syscall_name
+from agent.probes.consumer import Consumer
+from agent.probes.control import Control, Mode, SyscallSetRead
+from agent.probes.loader import EVENT_GROUPS, Loader
+
+# cgroup_mkdir paths (relative to the v2 root) whose new cgroups are tracked from creation:
+# kubelet's (both cgroup drivers) and `parallax run`'s local pods.
+PREFIXES = ("/kubepods", "/parallax/")
+MAX_READ = 20_000
+
+
+@dataclass
+class Read:
+    """What one `read` returns: decoded events and cgroup changes, in arrival order."""
+
+    events: list[pb.Event] = field(default_factory=list)
+    cgroups: list[CgroupChange] = field(default_factory=list)
+
+
+class KernelSource:
+    """Probes for a node: `read`, `drops`, `learn`/`monitor`/`forget` and `close`."""
+
+    def __init__(
+        self,
+        cgroup_root: Path,
+        existing: Iterable[tuple[int, str]],
+        is_container: Callable[[str], bool],
+        *,
+        learn_new: bool = True,
+        report_every: float = 5.0,
+    ) -> None:
+        self.loader = Loader(cgroup_root)
+        self.control = Control(self.loader)
+        self._records: queue.SimpleQueue[pb.Event | CgroupChange] = queue.SimpleQueue()
+        self._created: set[int] = set()
+        self._report_every, self._last_report = report_every, time.monotonic()
+        for prefix in PREFIXES:
+            self.control.arm_prefix(prefix, learn=learn_new)
+        for cgroup_id, path in existing:
+            if is_container(path):
+                self.control.track(cgroup_id)
+        for group in EVENT_GROUPS:
+            self.loader.attach(group)
+        self.consumer = Consumer(self.loader, self._sink)
+        self.consumer.start()
+
+    def _sink(self, raw: bytes) -> None:
+        record = decode(raw)
+        if record is not None:
+            self._records.put(record)
+
+    def read(self, timeout: float) -> Read:
+        """Wait up to `timeout` for the first record, then take what is queued (bounded)."""
+        out = Read()
+        try:
+            first = self._records.get(timeout=timeout)
+        except queue.Empty:
+            first = None
+        pending = [] if first is None else [first]
+        while pending and len(out.events) + len(out.cgroups) < MAX_READ:
+            self._file(pending.pop(), out)
+            try:
+                pending.append(self._records.get_nowait())
+            except queue.Empty:
+                break
+        if time.monotonic() - self._last_report >= self._report_every:
+            out.events.extend(self.syscall_sets())
+            self._last_report = time.monotonic()
+        return out
+
+    def _file(self, record: pb.Event | CgroupChange, out: Read) -> None:
+        if isinstance(record, CgroupChange):
+            if record.created:
+                self._created.add(record.cgroup_id)
+            else:
+                out.events.extend(self.syscall_sets({record.cgroup_id}))
+                self.control.forget(record.cgroup_id)
+                self._created.discard(record.cgroup_id)
+            out.cgroups.append(record)
+        else:
+            out.events.append(record)
+
+    def syscall_sets(self, only: set[int] | None = None) -> list[pb.Event]:
+        """One SyscallSet event per learning cgroup (cumulative since its learning began)."""
+        now = Timestamp()
+        now.GetCurrentTime()
+        return [
+            self._syscall_event(read, now)
+            for cgroup_id, read in self.control.syscall_sets().items()
+            if read.mode == Mode.LEARN and read.numbers and (only is None or cgroup_id in only)
+        ]
+
+    def _syscall_event(self, read: SyscallSetRead, now: Timestamp) -> pb.Event:
+        numbers = sorted(read.numbers)
+        event = pb.Event(cgroup_id=read.cgroup_id, event_time=now)
+        event.syscall_set.arch = ARCH
+        event.syscall_set.syscall_numbers.extend(numbers)
+        event.syscall_set.syscall_names.extend(syscall_name(n) for n in numbers)
+        event.syscall_set.start_observed = read.cgroup_id in self._created
+        event.syscall_set.runtime_startup_syscall_numbers.extend(sorted(read.startup_only))
+        event.syscall_set.period_end_time.CopyFrom(now)
+        return event
+
+    def drops(self) -> Mapping[tuple[int, int], int]:
+        """Cumulative ring-buffer drops by (EventType, DropSource); kernel type numbers are the
+        contract's EventType values."""
+        ring = blind_spot_pb2.DROP_SOURCE_RING_BUFFER
+        return {(kind, ring): n for kind, n in self.control.drops().items()}
+
+    def close(self) -> None:
+        """Stop consuming and detach every program."""
+        self.consumer.stop()
+        self.loader.close()
