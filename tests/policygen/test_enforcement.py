@@ -1,4 +1,5 @@
-"""Real enforcement: a small C program is recorded (strace -f, the syscalls it really makes),
+"""Real enforcement: a small C program is recorded (`parallax record`'s eBPF recorder, or strace
+where eBPF cannot run),
 its profile is generated from the recording and loaded with libseccomp as a runtime would; it
 runs to success, the same program on a path needing one more syscall is refused and verification
 names that syscall, and the negative control proves an unlisted syscall is refused."""
@@ -17,6 +18,7 @@ import pytest
 from services.policygen import seccomp, syscalls
 from services.policygen import verify_seccomp as vs
 from services.policygen.domain import Profile, ProfileState, Syscall, WorkloadId
+from tests.agent.conftest import ebpf_unavailable
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("cc") and shutil.which("strace")), reason="needs a C compiler and strace"
@@ -54,15 +56,27 @@ def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def record(argv: list[str], log: Path) -> Profile:
-    """Record the syscalls of `argv` (the way the agent's recorder sees them: numbers in the
-    node's table) into a COMPLETE profile."""
+    """Record the syscalls of `argv` into a COMPLETE profile: with `parallax record`'s eBPF
+    recorder where eBPF runs (root, BCC), else with strace (numbers in the node's table)."""
+    arch = syscalls.native_arch()
+    if not ebpf_unavailable():
+        from agent import record as recorder
+
+        recorded = recorder.record(argv, timeout=60)
+        assert recorded.exit_code == 0 and recorded.syscalls
+        numbers = {syscalls.number_of(arch, name) for name in recorded.syscalls}
+        return Profile(
+            workload=WorkloadId("demo", "Job", "uptime", "main"),
+            state=ProfileState.COMPLETE,
+            arch=arch,
+            syscalls=tuple(Syscall("", n, arch) for n in sorted(numbers)),
+        )
     subprocess.run(
         ["strace", "-f", "-qq", "-n", "-o", str(log), *argv],
         check=True,
         timeout=60,
         capture_output=True,
     )
-    arch = syscalls.native_arch()
     numbers = {int(m[1]) for line in log.read_text().splitlines() if (m := _TRACE_LINE.match(line))}
     return Profile(
         workload=WorkloadId("demo", "Job", "uptime", "main"),
