@@ -61,6 +61,8 @@ class Stack:
     base_port: int = 50051
     insecure: bool = False
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    # Per-service additions to `env`, applied last (e.g. each service its own DATABASE_URL).
+    service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     children: dict[str, Child] = field(default_factory=dict)
 
     def start(self, timeout: float = 30.0) -> None:
@@ -100,6 +102,7 @@ class Stack:
             env["PARALLAX_TLS_DIR"] = str(self.tls_dir / name)
         for variable, upstream in UPSTREAMS.get(name, {}).items():
             env[variable] = self.children[upstream].address
+        env.update(self.service_env.get(name, {}))
         log_path = self.data_dir / "logs" / f"{name}.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(

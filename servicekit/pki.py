@@ -158,7 +158,7 @@ def identity_of(certificate_pem: bytes) -> tuple[str, frozenset[str], str]:
 COMPONENT_ROLES: dict[str, tuple[str, ...]] = {
     "posture": (),
     "runtime": (),
-    "policygen": (),
+    "policygen": ("reader",),  # reads runtime profiles
     "correlator": ("correlator",),
     "cli": ("operator", "reader"),
 }

@@ -13,7 +13,7 @@ from services.policygen.servicer import PolicygenServicer, registration
 def main() -> None:
     """Serve the policygen service until SIGTERM."""
     settings = Settings.from_env(os.environ)
-    runtime = RuntimeProfiles(settings.runtime_address)
+    runtime = RuntimeProfiles(settings.runtime_address, settings.server.tls)
     servicer = PolicygenServicer(runtime.get, runtime.list)
     serve.run(settings.server, lambda provider: [registration(servicer)])
 

@@ -12,6 +12,7 @@ from parallax.type.v1 import workload_pb2
 
 from servicekit.channels import connect
 from servicekit.errors import FailedPrecondition, Unavailable
+from servicekit.tls import TlsMaterial
 
 TIMEOUT = 10.0
 MAX_PAGES = 20
@@ -20,13 +21,15 @@ MAX_PAGES = 20
 class RuntimeProfiles:
     """A client of the runtime service at `address`."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: TlsMaterial | None) -> None:
         self.address = address
+        # Over mTLS the policygen certificate's `reader` role lets it read profiles.
+        self.credentials = tls.channel_credentials() if tls is not None else None
 
     def get(self, workload: workload_pb2.WorkloadRef, digest: str) -> profile_pb2.Profile:
         """Return the profile of one container; FailedPrecondition when there is none."""
         request = runtime_pb.GetProfileRequest(workload=workload, image_digest=digest)
-        with connect(self.address, timeout=TIMEOUT) as channel:
+        with connect(self.address, timeout=TIMEOUT, credentials=self.credentials) as channel:
             stub = runtime_grpc.RuntimeServiceStub(channel)
             try:
                 return stub.GetProfile(request, timeout=TIMEOUT).profile
@@ -37,7 +40,7 @@ class RuntimeProfiles:
         """Return the current profiles of every container of a workload."""
         found: list[profile_pb2.Profile] = []
         token = ""
-        with connect(self.address, timeout=TIMEOUT) as channel:
+        with connect(self.address, timeout=TIMEOUT, credentials=self.credentials) as channel:
             stub = runtime_grpc.RuntimeServiceStub(channel)
             for _ in range(MAX_PAGES):
                 request = runtime_pb.ListProfilesRequest(

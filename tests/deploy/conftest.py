@@ -10,7 +10,7 @@ from tests.deploy.kustomize import Obj, render
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 # Every directory `kubectl apply -k` is meant to be pointed at.
-BUILDS = ("base", "overlays/dev")
+BUILDS = ("base", "overlays/dev", "overlays/dev-csi-agent")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """A minimal offline kustomize for the tests: renders a kustomization directory from its
 `resources` and `components` (recursively), secret and ConfigMap generators, `labels`, JSON 6902
-`patches` with targets, and `images`. It refuses any field it does not implement, so a
-kustomization that grows beyond it fails here instead of rendering differently than kustomize."""
+`patches` (add, replace, test) with targets, and `images`. It refuses any field it does not
+implement, so a kustomization that grows beyond it fails here instead of rendering differently
+than kustomize."""
 
 from __future__ import annotations
 
@@ -132,8 +133,12 @@ def _patch(directory: Path, objects: list[Obj], patch: Obj) -> None:
             _apply(obj, operation)
 
 
+class PatchTestFailed(ValueError):
+    """A JSON patch `test` operation found another value: the patch would not apply."""
+
+
 def _apply(obj: Obj, operation: Obj) -> None:
-    if operation["op"] not in ("add", "replace"):
+    if operation["op"] not in ("add", "replace", "test"):
         raise Unsupported(f"JSON patch op {operation['op']}")
     *parents, last = [
         p.replace("~1", "/").replace("~0", "~") for p in operation["path"][1:].split("/")
@@ -142,6 +147,11 @@ def _apply(obj: Obj, operation: Obj) -> None:
     for part in parents:
         node = node[int(part)] if isinstance(node, list) else node[part]
     value = copy.deepcopy(operation["value"])
+    if operation["op"] == "test":
+        found = node[int(last)] if isinstance(node, list) else node.get(last)
+        if found != value:
+            raise PatchTestFailed(f"{operation['path']} is {found!r}, not {value!r}")
+        return
     if isinstance(node, list):
         if last == "-":
             node.append(value)

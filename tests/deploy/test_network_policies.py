@@ -27,6 +27,7 @@ def _expected() -> set[tuple[str, str, str, int]]:
         ("correlator", "posture", "TCP", 50051),
         ("correlator", "runtime", "TCP", 50052),
         ("correlator", "policygen", "TCP", 50053),
+        ("policygen", "runtime", "TCP", 50052),  # profiles for workload-named requests
         ("posture", "api-server", "TCP", 443),
         ("posture", "api-server", "TCP", 6443),
         ("agent", "api-server", "TCP", 443),

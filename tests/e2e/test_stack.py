@@ -62,16 +62,16 @@ def test_service_serves_health_and_reflection(stack: Stack, service: str) -> Non
         assert "grpc.health.v1.Health" in names
 
 
-def test_unbuilt_rpc_says_what_is_missing(stack: Stack) -> None:
+def test_correlator_answers_over_mtls(stack: Stack) -> None:
     from parallax.correlator.v1 import correlator_service_pb2 as pb
     from parallax.correlator.v1 import correlator_service_pb2_grpc as pb_grpc
 
     with client(stack, "correlator") as channel:
         stub = pb_grpc.CorrelatorServiceStub(channel)
+        assert list(stub.ListRisks(pb.ListRisksRequest(), timeout=10).risks) == []
         with pytest.raises(grpc.RpcError) as caught:
-            stub.ListRisks(pb.ListRisksRequest(), timeout=5)
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
-    assert "CorrelatorService.ListRisks is not implemented yet" in caught.value.details()  # type: ignore[attr-defined]
+            stub.GetWorkloadContext(pb.GetWorkloadContextRequest(), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
 
 
 def test_each_service_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
@@ -130,3 +130,23 @@ def test_parallax_up_and_status_then_sigterm_leaves_nothing(tmp_path: Path) -> N
     )
     assert after.returncode == 1
     assert after.stdout.decode().count("DOWN") == 4
+
+
+def test_policygen_reads_runtime_profiles_over_mtls(stack: Stack) -> None:
+    from parallax.policygen.v1 import policygen_service_pb2 as pb
+    from parallax.policygen.v1 import policygen_service_pb2_grpc as pb_grpc
+    from parallax.type.v1 import workload_pb2
+
+    workload = workload_pb2.WorkloadRef(
+        namespace="shop", kind="Deployment", name="none", container="c"
+    )
+    with client(stack, "policygen") as channel:
+        stub = pb_grpc.PolicygenServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.GenerateSeccompProfile(
+                pb.GenerateSeccompProfileRequest(workload=workload), timeout=10
+            )
+    # FAILED_PRECONDITION means policygen reached the runtime (mTLS, reader role) and heard
+    # NOT_FOUND; a TLS or role failure would surface as UNAVAILABLE.
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+    assert "no runtime profile for shop/Deployment/none/c" in caught.value.details()  # type: ignore[attr-defined]
