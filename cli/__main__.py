@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import agent, certs, policygen, runtime, scan, stack
+from cli import agent, certs, correlator, policygen, runtime, scan, stack
 
 app = typer.Typer(
     name="parallax",
@@ -19,6 +19,7 @@ policygen.register(app)
 runtime.register(app)
 agent.register(app)
 certs.register(app)
+correlator.register(app)
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ from parallax.runtime.v1 import profile_pb2
 from parallax.type.v1 import source_pb2, workload_pb2
 from rich.console import Console
 
-from servicekit.channels import connect
-from servicekit.errors import DomainError
+from cli.connection import channel, material
+from servicekit.errors import ConfigError, DomainError
 from services.policygen.runtime_client import RuntimeProfiles
 from services.policygen.servicer import PolicygenServicer
 
@@ -78,12 +78,15 @@ def _manifests(paths: list[Path]) -> list[source_pb2.Manifest]:
 def _call(method: str, request: Any, runtime: str, policygen: str, local: bool) -> Any:
     """Call `method` on the policygen service, or in-process when `local` and no address."""
     try:
+        # Credentials as every client command resolves them: PARALLAX_TLS_DIR, DATA/tls/cli,
+        # or plaintext only with PARALLAX_INSECURE=true.
+        tls = material(None, False)
         if local and not policygen:
-            profiles = RuntimeProfiles(runtime)
+            profiles = RuntimeProfiles(runtime, tls)
             return getattr(PolicygenServicer(profiles.get, profiles.list), method)(request, None)
-        with connect(policygen or "127.0.0.1:50053", timeout=TIMEOUT) as channel:
-            return getattr(pb_grpc.PolicygenServiceStub(channel), method)(request, timeout=TIMEOUT)
-    except DomainError as exc:
+        with channel(policygen or "127.0.0.1:50053", tls, timeout=TIMEOUT) as opened:
+            return getattr(pb_grpc.PolicygenServiceStub(opened), method)(request, timeout=TIMEOUT)
+    except (DomainError, ConfigError) as exc:
         _usage(str(exc))
     except grpc.RpcError as exc:
         _usage(f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.Call) else str(exc))

@@ -3,25 +3,46 @@
 from __future__ import annotations
 
 import os
+import time
 
-from parallax.correlator.v1 import correlator_service_pb2_grpc as pb_grpc
+from opentelemetry.sdk.trace import TracerProvider
 
-from servicekit import serve
+from servicekit import serve, storage
 from services.correlator.config import Settings
-from services.correlator.servicer import CorrelatorServicer
-
-SERVICE_NAME = "parallax.correlator.v1.CorrelatorService"
+from services.correlator.correlate import Correlator
+from services.correlator.feed import Feed
+from services.correlator.loop import FeedbackLoop
+from services.correlator.manifests import Manifests
+from services.correlator.policies import Policies
+from services.correlator.servicer import CorrelatorServicer, registration
+from services.correlator.store import CorrelatorStore
+from services.correlator.upstream import Upstreams
 
 
 def main() -> None:
-    """Serve the correlator until SIGTERM; upstream addresses are validated at start."""
+    """Serve the correlator and run its feedback loop until SIGTERM."""
     settings = Settings.from_env(os.environ)
-    servicer = CorrelatorServicer()
-    registration = serve.Registration(
-        SERVICE_NAME,
-        lambda server: pb_grpc.add_CorrelatorServiceServicer_to_server(servicer, server),
-    )
-    serve.run(settings.server, lambda provider: [registration])
+    tls = settings.server.tls
+    url = storage.database_url(settings.server.database_url, settings.server.data_dir, "correlator")
+    store = CorrelatorStore(storage.engine(url))
+
+    def build(provider: TracerProvider) -> list[serve.Registration]:
+        upstreams = Upstreams(
+            (settings.posture_address, settings.runtime_address, settings.policygen_address),
+            tls.channel_credentials() if tls else None,
+            settings.upstream_timeout,
+            provider,
+            settings.verify_timeout,
+        )
+        correlator = Correlator(upstreams, store, Manifests(settings.manifest_root))
+        feed = Feed(correlator, time.time)
+        loop = FeedbackLoop(
+            correlator, Policies(upstreams, time.time), feed, time.time, settings.loop_seconds
+        )
+        loop.start()
+        return [registration(CorrelatorServicer(correlator, feed, time.time))]
+
+    serve.run(settings.server, build)
 
 
 if __name__ == "__main__":
