@@ -23,6 +23,7 @@ from rich.console import Console
 
 from cli.connection import channel, material
 from servicekit.errors import ConfigError, DomainError
+from servicekit.tls import TlsMaterial
 from services.policygen.runtime_client import RuntimeProfiles
 from services.policygen.servicer import PolicygenServicer
 
@@ -80,16 +81,28 @@ def _call(method: str, request: Any, runtime: str, policygen: str, local: bool) 
     try:
         # Credentials as every client command resolves them: PARALLAX_TLS_DIR, DATA/tls/cli,
         # or plaintext only with PARALLAX_INSECURE=true.
-        tls = material(None, False)
         if local and not policygen:
-            profiles = RuntimeProfiles(runtime, tls)
+            # In-process: the runtime is dialled only for a profile not given with --profile.
+            profiles = RuntimeProfiles(runtime, _client_tls(required=False))
             return getattr(PolicygenServicer(profiles.get, profiles.list), method)(request, None)
+        tls = _client_tls(required=True)
         with channel(policygen or "127.0.0.1:50053", tls, timeout=TIMEOUT) as opened:
             return getattr(pb_grpc.PolicygenServiceStub(opened), method)(request, timeout=TIMEOUT)
     except (DomainError, ConfigError) as exc:
         _usage(str(exc))
     except grpc.RpcError as exc:
         _usage(f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.Call) else str(exc))
+
+
+def _client_tls(*, required: bool) -> TlsMaterial | None:
+    """Client credentials as every command resolves them (PARALLAX_TLS_DIR, DATA/tls/cli, or
+    plaintext with PARALLAX_INSECURE=true); when not `required`, none found means plaintext."""
+    try:
+        return material(None, False)
+    except ConfigError:
+        if required:
+            raise
+        return None
 
 
 def state_name(state: int) -> str:
