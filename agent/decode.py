@@ -19,7 +19,9 @@ from agent.probes import dns
 
 HEADER = struct.Struct("<IIIIQQ16s")
 _DEVIATION = struct.Struct("<II")
-_EXEC = struct.Struct("<IIIIII256s1024s")
+# The body of an exec record (process.c struct exec_event after the header).
+EXEC = struct.Struct("<IIIIIi3HH3II256s1024s1024s")
+_ARG_SLOT, _ARG_MAX, _CWD_NAME, _CWD_UNKNOWN = 128, 256, 64, 0xFFFF
 _PAIR = struct.Struct("<II")  # fork: child pid; exit: exit code; cap: number, allowed
 _OPEN = struct.Struct("<iIII256s")
 _FLOW = struct.Struct("<QBBHHH16s16s")
@@ -109,14 +111,46 @@ def _deviation(event: pb.Event, body: bytes) -> None:
 
 
 def _exec(event: pb.Event, body: bytes) -> None:
-    euid, gid, egid, args_len, truncated, _, path, args = _EXEC.unpack_from(body)
+    fields = EXEC.unpack_from(body)
+    euid, gid, egid, args_len, flags, ret = fields[:6]
+    modes, depth, rdevs, (path, args, cwd) = fields[6:9], fields[9], fields[10:13], fields[14:]
     e = event.exec
-    e.path, e.euid, e.gid, e.egid = _cstr(path), euid, gid, egid
-    argv = args[:args_len].split(b"\0")
-    if argv and argv[-1] == b"":
-        argv.pop()
-    e.argv.extend(a.decode(errors="replace") for a in argv[:64])
-    e.argv_truncated = bool(truncated) or len(argv) > 64
+    e.path, e.euid, e.gid, e.egid, e.return_value = _cstr(path), euid, gid, egid, ret
+    if flags & 2:  # a failed exec: argv[i] in slot i, read from the caller's memory
+        argv = [
+            args[i * _ARG_SLOT : (i + 1) * _ARG_SLOT].split(b"\0", 1)[0] for i in range(args_len)
+        ]
+    else:
+        argv = args[:args_len].split(b"\0")
+        if argv and argv[-1] == b"":
+            argv.pop()
+    # the contract's limits: at most 64 arguments of at most 256 bytes each
+    e.argv.extend(a[:_ARG_MAX].decode(errors="replace")[:_ARG_MAX] for a in argv[:64])
+    e.argv_truncated = bool(flags & 1) or len(argv) > 64 or any(len(a) > _ARG_MAX for a in argv)
+    e.stdin_kind, e.stdout_kind, e.stderr_kind = (
+        fd_kind(mode, rdev) for mode, rdev in zip(modes, rdevs, strict=True)
+    )
+    if depth != _CWD_UNKNOWN:
+        names = [_cstr(cwd[i * _CWD_NAME : (i + 1) * _CWD_NAME]) for i in range(depth)]
+        e.cwd = "/" + "/".join(reversed(names))
+
+
+def fd_kind(mode: int, rdev: int) -> pb.FileDescriptorKind.ValueType:
+    """What an fd with inode mode `mode` and device `rdev` (kernel dev_t) is connected to."""
+    kind = mode & 0o170000
+    if kind == 0o020000:  # a character device: terminals by major number, else like a file
+        return pb.FILE_DESCRIPTOR_KIND_TTY if rdev >> 20 in _TTY_MAJORS else _FILE
+    return _FD_KINDS.get(kind, pb.FILE_DESCRIPTOR_KIND_UNSPECIFIED)
+
+
+_FILE = pb.FILE_DESCRIPTOR_KIND_FILE
+# S_IFSOCK, S_IFIFO, S_IFREG; /dev/tty*, /dev/console, /dev/ptmx and /dev/pts/* by major number.
+_FD_KINDS = {
+    0o140000: pb.FILE_DESCRIPTOR_KIND_SOCKET,
+    0o010000: pb.FILE_DESCRIPTOR_KIND_PIPE,
+    0o100000: _FILE,
+}
+_TTY_MAJORS = frozenset({4, 5, *range(136, 144)})
 
 
 def _fork(event: pb.Event, body: bytes) -> None:
@@ -154,6 +188,13 @@ def _dns(event: pb.Event, body: bytes) -> None:
     dns.fill(event.dns_query, data[:length], bool(egress))
     event.dns_query.server_address = address(family, server)
     event.dns_query.server_port = port
+
+
+def dns_transaction(record: bytes) -> tuple[int, bool]:
+    """The DNS transaction id of a DNS record and whether it was received (an answer)."""
+    egress = record[HEADER.size]
+    data = HEADER.size + _DNS.size - 512
+    return int.from_bytes(record[data : data + 2], "big"), not egress
 
 
 def _cap(event: pb.Event, body: bytes) -> None:

@@ -27,6 +27,21 @@ struct hdr {
     char comm[16];
 };
 
+/* Arguments of syscalls:sys_enter_* and sys_exit_* tracepoints. */
+struct sys_enter_args {
+    u64 common;
+    int nr;
+    int pad;
+    u64 a[6];
+};
+
+struct sys_exit_args {
+    u64 common;
+    int nr;
+    int pad;
+    long ret;
+};
+
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(drops, u64, N_TYPES);
 /* Cgroups whose events are recorded (value: flags); everything else, host included, is ignored. */

@@ -145,9 +145,11 @@ class Control:
         sums = {i: int(table.sum(table.Key(i)).value) for i in range(N_TYPES)}
         return {i: n for i, n in sums.items() if n}
 
-    def dedup_counts(self, name: str) -> dict[Any, int]:
-        """A de-duplication map's counts (open_seen, flows_seen, caps_seen, deviations)."""
-        return {key: int(value.value) for key, value in self.loader.table(name).items()}
+    def dedup_counts(self, name: str) -> dict[bytes, int]:
+        """A de-duplication map's counts (open_seen, flows_seen, caps_seen, deviations) by the
+        bytes of each key, read in batches without deleting."""
+        table = self.loader.table(name)
+        return {bytes(key): _int(value) for key, value in table.items_lookup_batch()}
 
 
 def _int(key: Any) -> int:

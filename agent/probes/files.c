@@ -3,20 +3,6 @@
  * class (success, or the errno), so failed opens stay apart from successful ones. */
 #define PATH_MAX_READ 256
 
-struct sys_enter_args {
-    u64 common;
-    int nr;
-    int pad;
-    u64 a[6];
-};
-
-struct sys_exit_args {
-    u64 common;
-    int nr;
-    int pad;
-    long ret;
-};
-
 struct open_arg {
     u64 fname;
     u32 flags;

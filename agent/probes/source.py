@@ -1,7 +1,8 @@
 """The kernel side as the agent's main loop sees it (`agent.__main__.KernelSource`): one loaded
 BPF object with every event group attached, container cgroups tracked (those present at start
 and those created later under the Kubernetes and local-pod prefixes), the ring buffer drained
-into a queue, and each learning cgroup's cumulative syscall set reported every few seconds."""
+into a queue, and each learning cgroup's cumulative syscall set and the hit counts of
+de-duplicated events reported every few seconds and at the cgroup's removal."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from parallax.runtime.v1 import blind_spot_pb2
 from parallax.runtime.v1 import event_pb2 as pb
 
-from agent.decode import ARCH, CgroupChange, decode, syscall_name
+from agent.decode import ARCH, CgroupChange, decode, dns_transaction, syscall_name
 from agent.probes.consumer import Consumer
 from agent.probes.control import Control, Mode, SyscallSetRead
+from agent.probes.counts import CountReport
+from agent.probes.dnspairs import DnsPairs
 from agent.probes.loader import EVENT_GROUPS, Loader
 
 # cgroup_mkdir paths (relative to the v2 root) whose new cgroups are tracked from creation:
@@ -48,6 +51,8 @@ class KernelSource:
     ) -> None:
         self.loader = Loader(cgroup_root)
         self.control = Control(self.loader)
+        self.counts = CountReport(self.control)
+        self.dns = DnsPairs()
         self._records: queue.SimpleQueue[pb.Event | CgroupChange] = queue.SimpleQueue()
         self._created: set[int] = set()
         self._report_every, self._last_report = report_every, time.monotonic()
@@ -62,8 +67,12 @@ class KernelSource:
         self.consumer.start()
 
     def _sink(self, raw: bytes) -> None:
+        self.counts.remember(raw)
         record = decode(raw)
-        if record is not None:
+        if isinstance(record, pb.Event) and record.HasField("dns_query"):
+            for event in self.dns.add(record, *dns_transaction(raw)):
+                self._records.put(event)
+        elif record is not None:
             self._records.put(record)
 
     def read(self, timeout: float) -> Read:
@@ -80,8 +89,10 @@ class KernelSource:
                 pending.append(self._records.get_nowait())
             except queue.Empty:
                 break
+        out.events.extend(self.dns.expire())
         if time.monotonic() - self._last_report >= self._report_every:
             out.events.extend(self.syscall_sets())
+            out.events.extend(self.counts.report())
             self._last_report = time.monotonic()
         return out
 
@@ -91,7 +102,9 @@ class KernelSource:
                 self._created.add(record.cgroup_id)
             else:
                 out.events.extend(self.syscall_sets({record.cgroup_id}))
+                out.events.extend(self.counts.report({record.cgroup_id}))
                 self.control.forget(record.cgroup_id)
+                self.counts.forget(record.cgroup_id)
                 self._created.discard(record.cgroup_id)
             out.cgroups.append(record)
         else:

@@ -1,0 +1,231 @@
+"""Events per second from the kernel to the runtime service before the first drop, with the CPU
+each event costs (agent + runtime, from /proc/<pid>/stat utime+stime) and the agent's peak RSS.
+
+Per run: a real runtime process and a real agent process (plaintext on loopback, learning off so
+no sys_enter tax); a generator in its own local-pod cgroup makes distinct failed opens (one event
+each, never de-duplicated) plus one exec per 1000 opens, at increasing rates for STEP seconds
+each. A step passes when the runtime's node counts every generated event and no drop counter
+moved; the run's throughput is the fastest passing step. Medians over RUNS runs.
+Needs root and BCC: `.venv/bin/python bench/agent_throughput.py [RUNS [STEP [RATES]]]`,
+RATES comma-separated, e.g. `3 3 10000,20000,40000`."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from parallax.runtime.v1 import blind_spot_pb2
+from parallax.runtime.v1 import runtime_service_pb2 as pb
+from parallax.runtime.v1.runtime_service_pb2_grpc import RuntimeServiceStub
+
+from agent.localpod import local_pod
+from servicekit.channels import connect
+from tests.processes import read_until
+
+RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+STEP = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
+DEFAULT_RATES = "10000,20000,40000,80000,160000,320000"
+RATES = [int(r) for r in (sys.argv[3] if len(sys.argv) > 3 else DEFAULT_RATES).split(",")]
+NODE = "bench-node"
+DRAIN = 30.0  # seconds the runtime gets to count a step's events after the generator ends
+TICK = os.sysconf("SC_CLK_TCK")
+GENERATOR = r"""
+import os, sys, time
+rate, seconds, base = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+opens = spawns = 0
+start = time.monotonic()
+while (now := time.monotonic()) - start < seconds:
+    due = min(int((now - start) * rate) + rate // 200, opens + 2000)  # paced in 5 ms slices
+    while opens < due:
+        try:
+            os.open(f"{base}/{opens}", os.O_RDONLY)
+        except OSError:
+            pass
+        opens += 1
+        if opens % 1000 == 0:
+            os.posix_spawn("/bin/true", ["true"], {})
+            spawns += 1
+    wait = start + due / rate - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+print(opens, spawns, time.monotonic() - start)
+"""
+
+
+@dataclass
+class Step:
+    """One rate step of one run."""
+
+    rate: int
+    generated: int
+    achieved: float
+    delivered: int
+    dropped: dict[str, int]
+    agent_us: float
+    runtime_us: float
+
+    @property
+    def cpu_us(self) -> float:
+        """CPU microseconds per delivered event, agent and runtime together."""
+        return self.agent_us + self.runtime_us
+
+    @property
+    def passed(self) -> bool:
+        """Every event arrived and nothing was dropped."""
+        return not self.dropped and self.delivered >= self.generated
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """The process's resident set now and at its peak (VmRSS, VmHWM), in MB."""
+    found = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(found["VmRSS"].split()[0]) / 1024, int(found["VmHWM"].split()[0]) / 1024
+
+
+def node_counts(stub: RuntimeServiceStub) -> tuple[int, dict[str, int]]:
+    """(events received, events dropped by source) for the bench node, as the runtime has them."""
+    for node in stub.ListNodes(pb.ListNodesRequest(page_size=1000), timeout=10).nodes:
+        if node.node_name == NODE or node.name.endswith(NODE):
+            drops: dict[str, int] = {}
+            for d in node.drop_counters:
+                source = blind_spot_pb2.DropSource.Name(d.source).removeprefix("DROP_SOURCE_")
+                drops[source.lower()] = drops.get(source.lower(), 0) + d.dropped_total
+            return node.events_received, drops
+    return 0, {}
+
+
+def start(data: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str]:
+    """A runtime and an agent shipping to it; returns both and the runtime's address."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PARALLAX_")}
+    base["PARALLAX_INSECURE"] = "true"
+    runtime = subprocess.Popen(
+        [sys.executable, "-m", "services.runtime"],
+        env={**base, "PARALLAX_LISTEN": "127.0.0.1:0", "PARALLAX_DATA": str(data)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert runtime.stdout is not None
+    address = json.loads(read_until(runtime.stdout, b"\n", timeout=60))["address"]
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent"],
+        env={
+            **base,
+            "PARALLAX_RUNTIME_ADDRESS": address,
+            "PARALLAX_NODE_NAME": NODE,
+            "PARALLAX_KUBE": "off",
+            "PARALLAX_METRICS_PORT": "0",
+            "PARALLAX_LEARN_NEW": "false",
+            "PARALLAX_BATCH_EVENTS": "5000",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert agent.stderr is not None
+    read_until(agent.stderr, b"agent ready", timeout=90)
+    agent.stderr.close()  # later log lines would block on a full pipe; the agent logs little
+    return runtime, agent, address
+
+
+def step(stub: RuntimeServiceStub, pod: object, rate: int, pids: tuple[int, int]) -> Step:
+    """Generate at `rate` for STEP seconds; wait for the runtime to count it all."""
+    received0, dropped0 = node_counts(stub)
+    cpu0 = [cpu_seconds(p) for p in pids]
+    base = f"/nonexistent/{rate}-{time.monotonic_ns()}"
+    proc = pod.spawn(  # type: ignore[attr-defined]
+        [sys.executable, "-c", GENERATOR, str(rate), str(STEP), base], stdout=subprocess.PIPE
+    )
+    out, _ = proc.communicate(timeout=STEP + 60)
+    opens, spawns, elapsed = out.split()
+    generated = int(opens) + 3 * int(spawns)  # an exec is a fork, an exec and an exit
+    deadline = time.monotonic() + DRAIN
+    received, dropped = node_counts(stub)
+    while received - received0 < generated and dropped == dropped0 and time.monotonic() < deadline:
+        time.sleep(0.2)  # polling the runtime's count, bounded by DRAIN
+        received, dropped = node_counts(stub)
+    delivered = received - received0
+    agent_us, runtime_us = (
+        (cpu_seconds(p) - before) * 1e6 / max(delivered, 1)
+        for p, before in zip(pids, cpu0, strict=True)
+    )
+    achieved = int(opens) / float(elapsed)
+    lost = {k: n - dropped0.get(k, 0) for k, n in dropped.items() if n > dropped0.get(k, 0)}
+    return Step(rate, generated, achieved, delivered, lost, agent_us, runtime_us)
+
+
+def run() -> tuple[list[Step], tuple[float, float]]:
+    """One run: fresh processes, rates in order until the first failing step."""
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime, agent, address = start(Path(tmp))
+        steps: list[Step] = []
+        try:
+            with connect(address, timeout=10) as channel, local_pod("bench", "gen") as pod:
+                stub = RuntimeServiceStub(channel)
+                for rate in RATES:
+                    steps.append(step(stub, pod, rate, (agent.pid, runtime.pid)))
+                    print(f"    {_line(steps[-1])}", flush=True)
+                    if not steps[-1].passed:
+                        break
+            rss = rss_mb(agent.pid)
+        finally:
+            for process in (agent, runtime):
+                process.terminate()
+                process.wait(timeout=30)
+    return steps, rss
+
+
+def _line(s: Step) -> str:
+    verdict = "ok" if s.passed else "FAILED"
+    return (
+        f"target {s.rate:>7,}/s: generated {s.achieved:>9,.0f} opens/s, "
+        f"{s.delivered:,}/{s.generated:,} events counted, dropped {s.dropped or 0}, "
+        f"agent {s.agent_us:.1f} + runtime {s.runtime_us:.1f} us/event  {verdict}"
+    )
+
+
+def main() -> None:
+    best: list[Step] = []
+    rss: list[tuple[float, float]] = []
+    for i in range(RUNS):
+        print(f"run {i + 1}/{RUNS}:", flush=True)
+        steps, mb = run()
+        passed = [s for s in steps if s.passed]
+        if passed:
+            best.append(max(passed, key=lambda s: s.achieved))
+        rss.append(mb)
+    med = statistics.median
+    print(f"medians of {RUNS} runs (steps of {STEP:.0f} s, target rates {RATES}):")
+    print(
+        f"  events/s kernel -> runtime before the first drop: {med(s.achieved for s in best):,.0f}"
+    )
+    agent_us, runtime_us = med(s.agent_us for s in best), med(s.runtime_us for s in best)
+    print(
+        f"  CPU per event at that rate: agent {agent_us:.1f} us + runtime {runtime_us:.1f} us"
+        f" = {med(s.cpu_us for s in best):.1f} us"
+    )
+    print(
+        f"  agent RSS at the end: {med(r[0] for r in rss):.0f} MB"
+        f" (peak {med(r[1] for r in rss):.0f} MB)"
+    )
+
+
+if __name__ == "__main__":
+    main()
