@@ -166,6 +166,32 @@ class Outbox:
             self.buffered -= len(batch.request.events)
         return batch
 
+    def reject_oldest_sent(self, why: str) -> Batch | None:
+        """Discard the oldest sent, unacknowledged batch the runtime refused as invalid: its
+        events count as agent drops and a REJECTED gap says so, instead of a resend loop."""
+        sent = [s for s, b in self._unacked.items() if b.sent]
+        if not sent:
+            return None
+        batch = self._unacked.pop(min(sent))
+        self.buffered -= len(batch.request.events)
+        for kind, count in Counter(map(event_type, batch.request.events)).items():
+            key = (kind, _AGENT_BUFFER)
+            self._drops[key] = self._drops.get(key, 0) + count
+        self._drops_changed = True
+        if any(g.reason == blind_spot_pb2.GAP_REASON_REJECTED for g in batch.request.gaps):
+            # A runtime that cannot read REJECTED gaps would refuse every batch carrying one:
+            # the drop counters above still report the loss.
+            return batch
+        gap = blind_spot_pb2.EventGap(
+            reason=blind_spot_pb2.GAP_REASON_REJECTED,
+            detail=f"batch {batch.request.sequence} ({len(batch.request.events)} events) "
+            f"refused by the runtime: {why}",
+        )
+        _stamp(gap.start_time)
+        _stamp(gap.end_time)
+        self.add_gap(gap)
+        return batch
+
     def next_after(self, sequence: int) -> Batch | None:
         """The first unacknowledged batch numbered above `sequence`, for (re)sending in order."""
         later = [s for s in self._unacked if s > sequence]

@@ -101,6 +101,13 @@ class Sender:
                     return
             except grpc.RpcError as exc:
                 log.warning("event stream ended: %s", exc)
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # type: ignore[attr-defined]
+                    with self._changed:
+                        rejected = self._outbox.reject_oldest_sent(exc.details() or "invalid")  # type: ignore[attr-defined]
+                        self._update()
+                    if rejected is not None:
+                        log.error("runtime refused batch %d; discarded", rejected.request.sequence)
+                        acked = True  # the stream worked; the data did not: no backoff growth
             except ValueError:  # the channel was closed under us: nothing more can be sent
                 log.warning("channel closed with %d events unacknowledged", self._outbox.buffered)
                 return

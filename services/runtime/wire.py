@@ -9,6 +9,7 @@ from functools import lru_cache
 from ipaddress import ip_address
 from typing import Any
 
+from parallax.runtime.v1 import blind_spot_pb2
 from parallax.runtime.v1 import runtime_service_pb2 as pb
 
 from servicekit.errors import InvalidArgument
@@ -214,7 +215,7 @@ def _report(
     gaps = tuple(
         domain.Gap(
             _enum(g.event_type, 10, f"gaps[{i}]"),
-            _enum(g.reason, 4, f"gaps[{i}]"),
+            _enum(g.reason, max(blind_spot_pb2.GapReason.values()), f"gaps[{i}]"),
             timestamp(g.start_time.seconds, g.start_time.nanos, f"gaps[{i}].start_time"),
             timestamp(g.end_time.seconds, g.end_time.nanos, f"gaps[{i}].end_time")
             if g.HasField("end_time")

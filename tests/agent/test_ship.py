@@ -272,3 +272,33 @@ def test_runtime_killed_and_restarted_no_acked_event_lost_none_twice(ingest: Run
         assert sender.stop(grace=5)
     assert metrics.value("parallax_agent_batches_acked_total") == 20
     assert events_received(ingest.address) == 1000
+
+
+def test_batch_the_runtime_refuses_is_discarded_with_a_gap_not_resent_forever(
+    ingest: Runtime,
+) -> None:
+    metrics = AgentMetrics()
+    outbox = Outbox(header(), batch_events=10, batch_latency=0.01, buffer_events=10_000)
+    garbled = events(10, start=100)
+    garbled[3].exec.argv.extend(["x" * 300])  # past the contract's 256-byte argument limit
+    with connect(ingest.address) as channel:
+        sender = Sender(outbox, channel, metrics)
+        sender.start()
+        sender.submit(garbled)  # batch 1: refused as a whole
+        assert sender.wait_idle(TIMEOUT)
+        sender.submit(events(10))  # batch 2 carries the REJECTED gap and is accepted
+        assert sender.wait_idle(TIMEOUT)
+        assert sender.stop(grace=5)
+    assert events_received(ingest.address) == 10
+    dropped = metrics.value(
+        "parallax_agent_dropped_events_total", type="exec", source="agent_buffer"
+    )
+    assert dropped == 10
+    with connect(ingest.address) as channel:
+        nodes = pb_grpc.RuntimeServiceStub(channel).ListNodes(
+            runtime_service_pb2.ListNodesRequest(), timeout=5
+        )
+    gaps = [g for n in nodes.nodes for g in n.gaps]
+    assert any(
+        g.reason == blind_spot_pb2.GAP_REASON_REJECTED and "refused" in g.detail for g in gaps
+    )
