@@ -23,3 +23,26 @@ def test_help_renders(path: tuple[str, ...]) -> None:
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
     assert isinstance(app, typer.Typer)
+
+
+def test_scan_alone_loads_neither_grpc_nor_service_clients() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from cli.__main__ import main\n"
+        "try:\n    main(['scan', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('grpc', 'cli.runtime', 'cli.policygen') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_commands_loaded_alone_are_the_ones_their_module_registers() -> None:
+    from cli.__main__ import ALONE, build
+
+    for command, module in ALONE.items():
+        assert command in {c.name for c in get_command(build((module,))).commands.values()}  # type: ignore[attr-defined]
