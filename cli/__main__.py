@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-MODULES = ("stack", "scan", "policygen", "runtime", "agent", "certs", "correlator")
+MODULES = ("stack", "scan", "policygen", "runtime", "agent", "certs", "demo", "correlator")
 # Commands whose module alone suffices; the rest assemble the whole app.
 ALONE = {"scan": "scan"}
 

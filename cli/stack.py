@@ -1,5 +1,5 @@
-"""`parallax up`, `parallax status` and `parallax demo`: run the four services locally as
-separate processes and report their health."""
+"""`parallax up` and `parallax status`: run the four services locally as separate processes and
+report their health."""
 
 from __future__ import annotations
 
@@ -76,24 +76,7 @@ def status(data: Path = DataOption) -> None:
     raise typer.Exit(0 if healthy else 1)
 
 
-def demo(data: Path = DataOption) -> None:
-    """Bring the whole stack up on dynamic ports, show its status, and stop it."""
-    stack = Stack(data.resolve(), base_port=0)
-    try:
-        stack.start()
-        table, healthy = status_table(stack.data_dir)
-        console.print(table)
-    except StartError as exc:
-        console.print(f"[red]demo: {exc}[/red]")
-        raise typer.Exit(1) from None
-    finally:
-        stack.stop()
-    console.print("demo: all services stopped cleanly")
-    raise typer.Exit(0 if healthy else 1)
-
-
 def register(app: typer.Typer) -> None:
     """Add the stack commands to the `parallax` app."""
     app.command()(up)
     app.command()(status)
-    app.command()(demo)

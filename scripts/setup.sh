@@ -8,7 +8,7 @@ VENV=${VENV:-.venv}
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 
-apt_packages=(python3-bpfcc linux-headers-amd64 postgresql libseccomp2 iproute2 strace python3-venv)
+apt_packages=(python3-bpfcc linux-headers-amd64 postgresql libseccomp2 iproute2 strace python3-venv chromium)
 command -v node >/dev/null || apt_packages+=(nodejs)
 command -v npm >/dev/null || apt_packages+=(npm)
 missing=()
