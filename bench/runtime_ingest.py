@@ -4,6 +4,7 @@ sustained events/s, the service's CPU microseconds per event (medians over runs)
 latency from sending an alerting event to its alert arriving on WatchAlerts.
 
     .venv/bin/python bench/runtime_ingest.py [--batches 300] [--batch-size 1000] [--runs 3]
+        [--mix agent|template]
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -52,7 +54,107 @@ def attribution(namespace: str, name: str, pod: int) -> event_pb2.Attribution:
 ATTRIBUTIONS = [attribution(ns, n, p) for ns, n in WORKLOADS for p in range(PODS_PER_WORKLOAD)]
 
 
-def event(i: int) -> event_pb2.Event:
+class Container:
+    """One container of the synthetic node: its attribution, cgroup and processes."""
+
+    def __init__(self, index: int, rng: random.Random) -> None:
+        namespace = WORKLOADS[index // PODS_PER_WORKLOAD][0]
+        self.attribution = ATTRIBUTIONS[index]
+        self.cgroup_id = 5000 + index
+        self.server = 1000 + index * 1000  # the main process
+        self.workers = [self.server + 1 + k for k in range(3)]  # long-lived worker processes
+        self.next_pid = self.server + 100
+        self.children: list[int] = []
+        self.db = f"10.0.{index // PODS_PER_WORKLOAD}.{10 + index % 3}"
+        self.db_name = f"db.{namespace}.svc.cluster.local"
+        self.clients = [f"10.1.{index}.{k}" for k in range(1, 60)]
+        self.rng = rng
+
+    def header(self, pid: int, ppid: int, at: float, comm: str = "server") -> dict[str, object]:
+        whole = int(at)
+        return {
+            "monotonic_ns": int((at - T0 + 1000) * 1e9),
+            "event_time": Timestamp(seconds=whole, nanos=int((at - whole) * 1e9)),
+            "cgroup_id": self.cgroup_id,
+            "attribution": self.attribution,
+            "pid": pid,
+            "ppid": ppid,
+            "uid": 1000,
+            "comm": comm,
+        }
+
+    def event(self, at: float) -> event_pb2.Event:
+        """The next event of this container: mostly repeated behaviour of its long-lived
+        processes (config and /proc reads, database connections from fresh ephemeral ports, DNS
+        lookups, client connections), with new per-request temp files, new clients and
+        short-lived helper processes (fork, exec, exit) as a real server shows."""
+        roll, rng = self.rng.random(), self.rng
+        pid = rng.choice([self.server, *self.workers])
+        if roll < 0.30:
+            path = rng.choice(
+                ["/etc/app.conf", f"/proc/{pid}/stat", "/usr/lib/libssl.so.3", "/etc/hosts"]
+            )
+            opened = event_pb2.FileOpen(path=path, return_value=3, count=1)
+            return event_pb2.Event(**self.header(pid, self.server, at), file_open=opened)
+        if roll < 0.36:
+            path = f"/tmp/upload-{rng.getrandbits(40):010x}"
+            opened = event_pb2.FileOpen(path=path, flags=0o101, mode=0o600, return_value=5, count=1)
+            return event_pb2.Event(**self.header(pid, self.server, at), file_open=opened)
+        if roll < 0.56:
+            flow = event_pb2.NetworkFlow(
+                direction=1,
+                protocol=1,
+                family=1,
+                remote_address=self.db,
+                remote_port=5432,
+                local_address="10.2.0.1",
+                local_port=rng.randrange(32768, 61000),
+                count=1,
+            )
+            return event_pb2.Event(**self.header(pid, self.server, at), network_flow=flow)
+        if roll < 0.68:
+            flow = event_pb2.NetworkFlow(
+                direction=2,
+                protocol=1,
+                family=1,
+                remote_address=rng.choice(self.clients),
+                remote_port=rng.randrange(32768, 61000),
+                local_address="10.2.0.1",
+                local_port=8080,
+                count=1,
+            )
+            return event_pb2.Event(**self.header(pid, self.server, at), network_flow=flow)
+        if roll < 0.78:
+            dns = event_pb2.DnsQuery(
+                query_name=self.db_name, query_type="A", answer_addresses=[self.db]
+            )
+            return event_pb2.Event(**self.header(pid, self.server, at), dns_query=dns)
+        if roll < 0.80:
+            cap = event_pb2.CapabilityUse(
+                capability_name="CAP_NET_BIND_SERVICE", capability_number=10, allowed=True, count=1
+            )
+            return event_pb2.Event(**self.header(self.server, 1, at), capability_use=cap)
+        return self.process_event(at)
+
+    def process_event(self, at: float) -> event_pb2.Event:
+        """A helper's life: the server forks it, it execs the health check, it exits."""
+        rng = self.rng
+        if self.children and rng.random() < 0.5:
+            child = self.children.pop(0)
+            if rng.random() < 0.5:
+                script = ["/bin/sh", "-c", f"/app/healthcheck --port 8080 --id {child}"]
+                exe = event_pb2.Exec(path="/bin/sh", argv=script, stdin_kind=2, stdout_kind=2)
+                self.children.append(child)
+                return event_pb2.Event(**self.header(child, self.server, at, "sh"), exec=exe)
+            ended = event_pb2.ProcessExit(exit_code=0)
+            return event_pb2.Event(**self.header(child, self.server, at, "sh"), process_exit=ended)
+        child, self.next_pid = self.next_pid, self.next_pid + 1
+        self.children.append(child)
+        fork = event_pb2.ProcessFork(child_pid=child)
+        return event_pb2.Event(**self.header(self.server, 1, at), process_fork=fork)
+
+
+def template_event(i: int) -> event_pb2.Event:
     """A realistic mix: opens, flows, DNS, forks/exits, execs, capability checks."""
     kind = i % 20
     common = {
@@ -115,12 +217,22 @@ def marker(index: int, run: int) -> event_pb2.Event:
     )
 
 
-def batches(count: int, size: int, run: int) -> list[pb.ReportEventsRequest]:
-    template = [event(i) for i in range(size)]
+def batches(count: int, size: int, run: int, mix: str) -> list[pb.ReportEventsRequest]:
+    """`count` batches of `size` events; the last event of each raises a new alert. The `agent`
+    mix is what one agent sends: 200 ms of a busy node per batch, its containers' events
+    interleaved, fresh pids, ports, temp files and times; the `template` mix (the first version
+    of this benchmark) repeats one batch in which every pid acts in every container."""
+    rng = random.Random(run)
+    containers = [Container(i, rng) for i in range(len(ATTRIBUTIONS))]
+    template = [template_event(i) for i in range(size)]
     built = []
     for sequence in range(1, count + 1):
-        events = list(template)
-        events[-1] = marker(sequence, run)
+        start = T0 + run * 3600 + sequence * 0.2
+        if mix == "template":
+            events = template[:-1]
+        else:
+            events = [rng.choice(containers).event(start + i * 0.2 / size) for i in range(size - 1)]
+        events.append(marker(sequence, run))
         built.append(
             pb.ReportEventsRequest(
                 agent_id="bench-agent",
@@ -188,6 +300,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--mix", choices=["agent", "template"], default="agent")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data:
         env = {
@@ -210,7 +323,7 @@ def main() -> None:
             address = json.loads(read_until(process.stdout, b"\n", 60).split(b"\n")[0])["address"]
             results = []
             for run in range(args.runs):
-                requests = batches(args.batches, args.batch_size, run)
+                requests = batches(args.batches, args.batch_size, run, args.mix)
                 results.append(run_once(address, process.pid, requests))
                 rate, cpu, p99 = results[-1]
                 print(
@@ -224,7 +337,8 @@ def main() -> None:
         f"median: {statistics.median(r[0] for r in results):,.0f} events/s sustained, "
         f"{statistics.median(r[1] for r in results):.2f} us service CPU per event, "
         f"p99 event-to-WatchAlerts {statistics.median(r[2] for r in results) * 1000:.1f} ms "
-        f"({args.batches} batches x {args.batch_size} events, SQLite, one transaction per batch)"
+        f"({args.batches} batches x {args.batch_size} events, {args.mix} mix, SQLite, "
+        "one transaction per batch)"
     )
 
 

@@ -9,6 +9,7 @@ import time
 from servicekit import serve, storage
 from services.runtime.config import Settings
 from services.runtime.engine import Engine
+from services.runtime.otlp import OtlpAlerts, logger_provider
 from services.runtime.outputs import JsonLines, Ticker, Webhook
 from services.runtime.servicer import RuntimeServicer, registration
 from services.runtime.store import RuntimeStore
@@ -24,8 +25,13 @@ def main() -> None:
         engine.subscribe(JsonLines(sys.stdout))
     if settings.webhook_url:
         engine.subscribe(Webhook(settings.webhook_url, settings.webhook_attempts))
+    logs = logger_provider(os.environ)
+    if logs is not None:
+        engine.subscribe(OtlpAlerts(logs))
     Ticker(engine.tick, settings.tick_seconds).start()
     serve.run(server, lambda provider: [registration(RuntimeServicer(engine))])
+    if logs is not None:
+        logs.shutdown()  # flushes the alerts still queued
 
 
 if __name__ == "__main__":

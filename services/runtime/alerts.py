@@ -17,6 +17,7 @@ from services.runtime.containers import Process
 from services.runtime.rules import Detection
 
 MAX_REASON = 1024
+MAX_RESOLVED = 10_000  # resolved alerts kept (memory and store); older ones are forgotten
 
 
 class AlertState(enum.IntEnum):
@@ -66,23 +67,47 @@ class AlertBook:
         self.by_id: dict[str, Alert] = {}
         self.live: dict[str, Alert] = {}
         self.pending: dict[str, tuple[Alert, int, float]] = {}
+        self.resolved: dict[str, float] = {}  # alert id -> resolution time, oldest first
 
     def load(self, alert: Alert) -> None:
-        """Take a stored alert."""
+        """Take a stored alert (in any order)."""
         self.by_id[alert.id] = alert
         if alert.state is not AlertState.RESOLVED:
             self.live[alert.key] = alert
+            return
+        self.resolved[alert.id] = alert.update_time
+        if len(self.resolved) > 1 and alert.update_time < max(self.resolved.values()):
+            self.resolved = dict(sorted(self.resolved.items(), key=lambda item: item[1]))
 
-    def record(self, detection: Detection, event: domain.Event, tree: tuple[Process, ...]) -> None:
-        """Note one detection; it reaches the alerts at `flush`."""
+    def forget_resolved(self, limit: int = MAX_RESOLVED) -> list[str]:
+        """Forget the oldest resolved alerts beyond `limit`; return their ids."""
+        forgotten: list[str] = []
+        while len(self.resolved) > limit:
+            alert_id = next(iter(self.resolved))
+            del self.resolved[alert_id]
+            self.by_id.pop(alert_id, None)
+            forgotten.append(alert_id)
+        return forgotten
+
+    def record(
+        self,
+        detection: Detection,
+        event: domain.Event,
+        tree: tuple[Process, ...],
+        count: int = 1,
+        last: float | None = None,
+    ) -> None:
+        """Note a detection on `event` and on `count - 1` equal events up to time `last`; it
+        reaches the alerts at `flush`."""
         key = aggregation_key(detection, event.origin)
+        latest = event.at if last is None else max(last, event.at)
         waiting = self.pending.get(key)
         if waiting is not None:
-            base, count, last = waiting
-            self.pending[key] = (base, count + 1, max(last, event.at))
+            base, total, seen = waiting
+            self.pending[key] = (base, total + count, max(seen, latest))
             return
         base = self.live.get(key) or _new_alert(key, detection, event, tree)
-        self.pending[key] = (base, 1, event.at)
+        self.pending[key] = (base, count, latest)
 
     def flush(self, now: float) -> list[tuple[Alert, bool]]:
         """Apply the pending detections; return each changed alert and whether it is new."""
@@ -115,8 +140,11 @@ class AlertBook:
             raise InvalidArgument(f"reason must be at most {MAX_REASON} characters")
         alert = replace(self.get(alert_id), state=state, state_reason=reason, update_time=now)
         self.by_id[alert_id] = alert
+        self.resolved.pop(alert_id, None)
         if state is AlertState.RESOLVED:
-            self.live.pop(alert.key, None)
+            self.resolved[alert_id] = now
+            if self.live.get(alert.key) is not None and self.live[alert.key].id == alert_id:
+                del self.live[alert.key]
         else:
             self.live[alert.key] = alert
         return alert

@@ -187,13 +187,27 @@ class NodeReport:
     gaps: tuple[Gap, ...]
 
 
+class Step:
+    """One event standing for `count` events of its batch (itself included) that rules and
+    profiles cannot tell apart; `last` is the latest of their times (see steps.py)."""
+
+    __slots__ = ("count", "event", "last")
+
+    def __init__(self, event: Event, count: int, last: float) -> None:
+        self.event = event
+        self.count = count
+        self.last = last
+
+
 @dataclass(frozen=True)
 class Batch:
-    """One validated batch of events from one agent session."""
+    """One validated batch from one agent session: its attributed events collapsed into steps,
+    in order, and how many events it carried (unattributed ones included)."""
 
     key: BatchKey
     report: NodeReport
-    events: tuple[Event, ...]
+    steps: tuple[Step, ...]
+    event_count: int
 
 
 def is_shell(path: str) -> bool:

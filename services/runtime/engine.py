@@ -16,9 +16,13 @@ from services.runtime.containers import ContainerState
 from services.runtime.learning import DEFAULT_WINDOW, Profile, WorkloadRecord
 from services.runtime.nodes import Node
 from services.runtime.profiles import Context, profile_name
+from services.runtime.sequences import Seen
 from services.runtime.store import Changes, RuntimeStore
 
 MAX_NODES_PER_WORKLOAD = 100
+RESEND_WINDOW = 3600.0  # agents resend unacknowledged batches within seconds; keep an hour
+SESSION_RETENTION = 7 * 86400.0  # then forget sessions silent this long entirely
+PRUNE_EVERY = 600.0
 Change = Literal["added", "updated", "removed"]
 Listener = Callable[[list[tuple[Alert, Change]]], None]
 
@@ -37,7 +41,8 @@ class Engine:
         self.default_window = default_window
         self.lock = threading.RLock()
         self.listeners: list[Listener] = []
-        self.sequences: dict[tuple[str, str, str], set[int]] = {}
+        self.sequences: dict[tuple[str, str, str], Seen] = {}
+        self.pruned = 0.0
         self.boxes: dict[tuple[str, str], ContainerState] = {}
         self._load()
 
@@ -67,15 +72,15 @@ class Engine:
         """Apply and store `batch`; return True when it was already stored (a resend)."""
         with self.lock:
             session = (batch.key.agent_id, batch.key.boot_id, batch.key.session_id)
+            now = self.clock()
             seen = self.sequences.get(session)
             if seen is None:
-                seen = self.sequences[session] = self.store.sequences(batch.key)
+                seen = self.sequences[session] = Seen(self.store.sequences(batch.key), now)
             if batch.key.sequence in seen:
                 return True
-            now = self.clock()
             changes = Changes(batch=batch.key, received=now)
             alerts = self._commit(changes, lambda: self._apply(batch, now, changes))
-            seen.add(batch.key.sequence)
+            seen.add(batch.key.sequence, now)
             self._notify([(a, "added" if new else "updated") for a, new in alerts])
         return False
 
@@ -97,14 +102,20 @@ class Engine:
         dropped, unattributed = node.apply(batch, now)
         touched: dict[str, Profile] = {}
         seen_origins: dict[int, tuple[Profile, ContainerState]] = {}
-        for event in batch.events:
+        for step in batch.steps:
+            event = step.event
             pair = seen_origins.get(id(event.origin))
             if pair is None:
                 pair = seen_origins[id(event.origin)] = self._enter(event, now, touched, changes)
             profile, box = pair
-            if isinstance(event.payload, domain.SyscallSet):
+            kind = type(event.payload)
+            if kind is domain.Fork or kind is domain.Exit:
+                box.observe(event)  # no rule or profile item looks at forks and exits
+                profile.events_received += 1
+                continue
+            if kind is domain.SyscallSet:
                 profile.replica(event.origin, event)
-            self._event(event, profile, box, now)
+            self._step(step, profile, box, now)
         if dropped or unattributed:
             self._blind_spots(node.node, dropped, unattributed, touched)
         changes.nodes.append(node)
@@ -116,22 +127,22 @@ class Engine:
             profile.dirty.clear()
             profile.changed = False
 
-    def _event(
-        self, event: domain.Event, profile: Profile, box: ContainerState, now: float
-    ) -> None:
+    def _step(self, step: domain.Step, profile: Profile, box: ContainerState, now: float) -> None:
+        event = step.event
         detections = rules.evaluate(event, profile, box)
         if detections:
             tree = box.tree(event)
             for detection in detections:
-                self.alerts.record(detection, event, tree)
+                self.alerts.record(detection, event, tree, step.count, step.last)
         if profile.learning:
             payload = event.payload
             names = (
                 box.dns.get(payload.remote_address, ()) if isinstance(payload, domain.Flow) else ()
             )
-            profile.learn(event, Context(box.exe(event), box.parent_exe(event), names), now)
+            context = Context(box.exe(event), box.parent_exe(event), names)
+            profile.learn(event, context, now, step.count)
         box.observe(event)
-        profile.events_received += 1
+        profile.events_received += step.count
 
     def _enter(
         self, event: domain.Event, now: float, touched: dict[str, Profile], changes: Changes
@@ -187,13 +198,27 @@ class Engine:
                 touched[profile.name] = profile
 
     def tick(self) -> list[Profile]:
-        """Apply the lifecycle to every learning profile now; store and return the changed."""
+        """Apply the lifecycle to every learning profile now; store and return the changed.
+        Every PRUNE_EVERY seconds, also prune the dedupe records resends no longer need."""
         with self.lock:
             now = self.clock()
             moved = [p for p in self.current.values() if p.advance(now)]
             if moved:
                 self._commit(Changes(profiles=moved), lambda: None)
+            if now - self.pruned >= PRUNE_EVERY:
+                self.prune(now)
             return moved
+
+    def prune(self, now: float) -> int:
+        """Drop dedupe records older than the resend window (keeping each session's newest)
+        and sessions silent for SESSION_RETENTION; return how many records went."""
+        with self.lock:
+            self.pruned = now
+            cutoff = now - SESSION_RETENTION
+            for session, seen in list(self.sequences.items()):
+                if seen.last_batch < cutoff:
+                    del self.sequences[session]
+            return self.store.prune_batches(now - RESEND_WINDOW, cutoff)
 
     def set_learning(
         self, workload: domain.Workload, container: str, enabled: bool, window: float | None
@@ -217,7 +242,8 @@ class Engine:
         """Acknowledge or resolve an alert, store it and tell the listeners."""
         with self.lock:
             alert = self.alerts.set_state(alert_id, state, reason, self.clock())
-            self._commit(Changes(alerts=[alert]), lambda: None)
+            forgotten = self.alerts.forget_resolved()
+            self._commit(Changes(alerts=[alert], forgotten_alerts=forgotten), lambda: None)
             change: Change = "removed" if state is AlertState.RESOLVED else "updated"
             self._notify([(alert, change)])
             return alert

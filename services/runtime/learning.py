@@ -96,8 +96,9 @@ class Profile:
             self.changed = True
         return found
 
-    def learn(self, event: domain.Event, context: Context, now: float) -> int:
-        """Fold `event` into the items; return how many new items it brought."""
+    def learn(self, event: domain.Event, context: Context, now: float, count: int = 1) -> int:
+        """Fold `event`, standing for `count` equal events, into the items; return how many new
+        items it brought."""
         new = 0
         pod = event.origin.pod_uid
         startup = (
@@ -116,7 +117,7 @@ class Profile:
             if pod not in item.pods:
                 item.pods.add(pod)
                 changed = True
-            if enrich(item, category, event, context) or changed:
+            if enrich(item, category, event, context, count) or changed:
                 self.dirty.add((category, key))
         if new:
             self.last_new_item = self.update_time = now

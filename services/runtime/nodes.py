@@ -46,7 +46,7 @@ class Node:
         self.first_report = self.first_report or now
         self.last_report = now
         self.last_sequence = max(self.last_sequence, batch.key.sequence)
-        self.events_received += len(batch.events)
+        self.events_received += batch.event_count
         dropped = 0
         for key, total in report.drops.items():
             before = self.session_drops.get(key, 0)

@@ -21,6 +21,8 @@ ACCEPT = 2  # FlowDirection ACCEPT: the port is the container's own
 class Category(enum.Enum):
     """The kinds of items a profile holds."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash runs Python code
+
     SYSCALL = "syscall"
     EXEC = "exec"
     FILE = "file"
@@ -33,6 +35,8 @@ class Category(enum.Enum):
 
 class State(enum.Enum):
     """The learning lifecycle of a profile."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash runs Python code
 
     LEARNING = "learning"
     COMPLETE = "complete"
@@ -166,8 +170,11 @@ def item_keys(event: domain.Event) -> Keys:
     return keys(event, event.payload) if keys else []
 
 
-def enrich(item: Item, category: Category, event: domain.Event, context: Context) -> bool:
-    """Fold the event's details into `item`; return True when anything changed."""
+def enrich(
+    item: Item, category: Category, event: domain.Event, context: Context, count: int = 1
+) -> bool:
+    """Fold the event's details (it stands for `count` equal events) into `item`; return True
+    when anything changed."""
     before = (len(item.tags), item.flags, len(item.errnos), item.allowed, item.denied)
     payload = event.payload
     tag = ""
@@ -187,9 +194,9 @@ def enrich(item: Item, category: Category, event: domain.Event, context: Context
             _bounded_add(item.tags, address, MAX_ADDRESSES)
     elif category is Category.CAPABILITY and isinstance(payload, domain.Capability):
         if payload.allowed:
-            item.allowed += payload.hits
+            item.allowed += payload.hits * count
         else:
-            item.denied += payload.hits
+            item.denied += payload.hits * count
     if tag:
         _bounded_add(item.tags, tag, MAX_TAGS)
     return before != (len(item.tags), item.flags, len(item.errnos), item.allowed, item.denied)

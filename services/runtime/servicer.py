@@ -51,13 +51,15 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.plans = wire.Plans()
 
     def ReportEvents(
         self, request_iterator: Iterable[pb.ReportEventsRequest], context: Any
     ) -> Iterator[pb.ReportEventsResponse]:
         for request in request_iterator:
             _check_node(context, request)
-            duplicate = self.engine.ingest(wire.batch(request, self.engine.clock()))
+            batch = wire.batch(request, self.engine.clock(), self.plans)
+            duplicate = self.engine.ingest(batch)
             yield pb.ReportEventsResponse(
                 acknowledged_sequence=request.sequence, duplicate=duplicate
             )

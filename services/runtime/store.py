@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Table, delete, func, insert
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -88,6 +89,7 @@ class Changes:
     workloads: list[WorkloadRecord] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    forgotten_alerts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -106,7 +108,15 @@ class RuntimeStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         create_tables(engine, _TABLES)
-        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        dialect = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        self._batch = insert(_table(_BatchRow))
+        self._upserts = [
+            (_upsert(dialect, _ProfileRow, ["name"]), _profile_rows),
+            (_upsert(dialect, _ItemRow, ["profile", "category", "item_key"]), _item_rows),
+            (_upsert(dialect, _WorkloadRow, ["path"]), _workload_rows),
+            (_upsert(dialect, _NodeRow, ["node"]), _node_rows),
+            (_upsert(dialect, _AlertRow, ["id"]), _alert_rows),
+        ]
 
     def sequences(self, key: domain.BatchKey) -> set[int]:
         """Return the sequences stored for the session of `key`."""
@@ -119,24 +129,19 @@ class RuntimeStore:
             return set(session.exec(query).all())
 
     def commit(self, changes: Changes) -> None:
-        """Write `changes` in one transaction; a duplicate batch key makes it fail whole."""
-        with Session(self.engine) as session, session.begin():
+        """Write `changes` in one transaction; a duplicate batch key makes it fail whole. The
+        statements are built once and run as executemany, without the ORM."""
+        with self.engine.begin() as connection:
             if changes.batch is not None:
-                session.add(_BatchRow(**changes.batch._asdict(), received_time=changes.received))
-            self._upsert(
-                session, _ProfileRow, ["name"], [codec.profile_row(p) for p in changes.profiles]
-            )
-            self._upsert(
-                session,
-                _ItemRow,
-                ["profile", "category", "item_key"],
-                [codec.item_row(*entry) for entry in changes.items],
-            )
-            self._upsert(
-                session, _WorkloadRow, ["path"], [codec.workload_row(w) for w in changes.workloads]
-            )
-            self._upsert(session, _NodeRow, ["node"], [codec.node_row(n) for n in changes.nodes])
-            self._upsert(session, _AlertRow, ["id"], [codec.alert_row(a) for a in changes.alerts])
+                row = {**changes.batch._asdict(), "received_time": changes.received}
+                connection.execute(self._batch, [row])
+            for statement, rows in self._upserts:
+                found = rows(changes)
+                if found:
+                    connection.execute(statement, found)
+            if changes.forgotten_alerts:
+                table = _table(_AlertRow)
+                connection.execute(delete(table).where(table.c.id.in_(changes.forgotten_alerts)))
 
     def load(self) -> Snapshot:
         """Read everything back, for the engine's start."""
@@ -154,16 +159,54 @@ class RuntimeStore:
             profile.changed = False
         return Snapshot(list(profiles.values()), workloads, nodes, alerts)
 
-    def forget_batches(self, before: float) -> None:
-        """Drop dedupe records received before `before` (sessions long finished)."""
-        with Session(self.engine) as session, session.begin():
-            session.execute(delete(_BatchRow).where(_BatchRow.received_time < before))  # type: ignore[arg-type]
+    def prune_batches(self, resend_before: float, session_before: float) -> int:
+        """Drop the dedupe records received before `resend_before` except the newest of each
+        session (a session's older sequences then read as stored), and every record of the
+        sessions silent since `session_before`; return how many rows went."""
+        table = _table(_BatchRow)
+        columns = (table.c.agent_id, table.c.boot_id, table.c.session_id)
+        sessions = core_select(
+            *columns, func.max(table.c.sequence), func.max(table.c.received_time)
+        ).group_by(*columns)
+        removed = 0
+        with self.engine.begin() as connection:
+            for agent_id, boot_id, session_id, newest, last in connection.execute(sessions).all():
+                where = [
+                    table.c.agent_id == agent_id,
+                    table.c.boot_id == boot_id,
+                    table.c.session_id == session_id,
+                ]
+                if last >= session_before:
+                    where += [table.c.received_time < resend_before, table.c.sequence < newest]
+                removed += connection.execute(delete(table).where(*where)).rowcount
+        return removed
 
-    def _upsert(
-        self, session: Session, table: type[SQLModel], keys: list[str], rows: list[dict[str, Any]]
-    ) -> None:
-        if not rows:
-            return
-        statement = self._insert(table.__table__)  # type: ignore[attr-defined]
-        columns = {c: statement.excluded[c] for c in rows[0] if c not in keys}
-        session.execute(statement.on_conflict_do_update(index_elements=keys, set_=columns), rows)
+
+def _table(model: type[SQLModel]) -> Table:
+    return model.__table__  # type: ignore[attr-defined,no-any-return]
+
+
+def _upsert(dialect: Any, model: type[SQLModel], keys: list[str]) -> Any:
+    statement = dialect(_table(model))
+    columns = {c.name: statement.excluded[c.name] for c in _table(model).c if c.name not in keys}
+    return statement.on_conflict_do_update(index_elements=keys, set_=columns)
+
+
+def _profile_rows(changes: Changes) -> list[dict[str, Any]]:
+    return [codec.profile_row(p) for p in changes.profiles]
+
+
+def _item_rows(changes: Changes) -> list[dict[str, Any]]:
+    return [codec.item_row(*entry) for entry in changes.items]
+
+
+def _workload_rows(changes: Changes) -> list[dict[str, Any]]:
+    return [codec.workload_row(w) for w in changes.workloads]
+
+
+def _node_rows(changes: Changes) -> list[dict[str, Any]]:
+    return [codec.node_row(n) for n in changes.nodes]
+
+
+def _alert_rows(changes: Changes) -> list[dict[str, Any]]:
+    return [codec.alert_row(a) for a in changes.alerts]

@@ -165,3 +165,15 @@ def test_alert_repeats_are_aggregated_and_resolved_alerts_reopen() -> None:
     book.record(shell_detection(later), later, ())
     ((reopened, new),) = book.flush(b.T0 + 9)
     assert new and reopened.id != alert.id and reopened.count == 1
+
+
+def test_resolved_alerts_are_bounded() -> None:
+    book = AlertBook()
+    for index in range(5):
+        detection = rules.Detection(rules.BY_ID["R0011"], f"/bin/apt{index}", "apt ran", {})
+        book.record(detection, b.event(b.exec_("/usr/bin/apt-get"), at=b.T0 + index), ())
+    ids = [alert.id for alert, _ in book.flush(b.T0 + 10)]
+    for index, alert_id in enumerate(ids[:4]):
+        book.set_state(alert_id, AlertState.RESOLVED, "done", b.T0 + 20 + index)
+    assert book.forget_resolved(limit=2) == ids[:2]
+    assert set(book.by_id) == set(ids[2:]) and len(book.live) == 1

@@ -76,3 +76,21 @@ def test_changed_items_are_upserted(store: RuntimeStore) -> None:
 
     stored = item[Category.FILE][("/etc/app.conf",)]
     assert stored.pods == {"uid-cart-1", "uid-cart-2"} and stored.flags == 0o2
+
+
+def test_pruned_dedupe_records_still_read_as_stored(store: RuntimeStore) -> None:
+    now = [b.T0]
+    core = Engine(store, lambda: now[0], default_window=60)
+    for sequence in (1, 2, 3):
+        ingest(core, sequence, [b.wire_exec("/app/server")])
+    now[0] += 7200
+    ingest(core, 4, [b.wire_exec("/app/server")])
+    key = domain.BatchKey("agent-n1", "boot-1", "s1", 0)
+    assert core.prune(now[0]) == 3 and store.sequences(key) == {4}
+    assert ingest(core, 2, [b.wire_exec("/app/server")]) is True
+    restarted = Engine(store, lambda: now[0])
+    assert ingest(restarted, 1, [b.wire_exec("/app/server")]) is True
+    assert ingest(restarted, 5, [b.wire_exec("/app/server")]) is False
+    now[0] += 8 * 86400
+    assert restarted.prune(now[0]) == 2 and store.sequences(key) == set()
+    assert restarted.sequences == {}

@@ -1,0 +1,181 @@
+"""Validation and translation of one event payload of a ReportEventsRequest into its domain
+form, plus the checks of the values they share (paths, counts, enums, times, addresses). Called
+by wire.py once per distinct event of a batch; a problem raises InvalidArgument naming the field."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from ipaddress import ip_address
+from typing import Any
+
+from servicekit.errors import InvalidArgument
+from services.runtime import domain
+from services.runtime.domain import MAX_ARG_BYTES, MAX_ARGS, MAX_COUNT, MAX_PATH_BYTES, MAX_PID
+
+_SOCKET, _TTY = 3, 4
+EVENT_TYPES = {
+    "syscall_set": 1,
+    "syscall_deviation": 2,
+    "exec": 3,
+    "process_fork": 4,
+    "process_exit": 5,
+    "file_open": 6,
+    "network_flow": 7,
+    "dns_query": 8,
+    "capability_use": 9,
+    "seccomp_audit": 10,
+}
+EARLIEST, LATEST = 946_684_800, 4_102_444_800  # 2000-01-01, 2100-01-01
+
+
+class Problem(ValueError):
+    """What is wrong with a value; the caller names where it is (only on this error path)."""
+
+
+def bad(where: str, problem: str) -> InvalidArgument:
+    """Return the error that rejects the whole batch because of `where`."""
+    return InvalidArgument(f"batch rejected, nothing stored: {where}: {problem}")
+
+
+def enum(value: int, high: int) -> int:
+    """Return `value` when it is a known enum number (0 to `high`)."""
+    if not 0 <= value <= high:
+        raise Problem(f"unknown enum value {value}")
+    return value
+
+
+def count(value: int) -> int:
+    """Return a hit count (0 means 1); reject absurd counts."""
+    if value > MAX_COUNT:
+        raise Problem(f"count {value} is absurd")
+    return value or 1
+
+
+def _path(value: str) -> str:
+    if not value or len(value) > MAX_PATH_BYTES:
+        raise Problem(f"path must be 1-{MAX_PATH_BYTES} bytes")
+    return value
+
+
+@lru_cache(maxsize=65_536)
+def is_address(value: str) -> bool:
+    """Return True when `value` is an IPv4 or IPv6 address (memoised)."""
+    try:
+        ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def timestamp(seconds: int, nanos: int) -> float:
+    """Return epoch seconds; 0 for an unset time; reject times before 2000 or after 2100."""
+    if seconds == 0 and nanos == 0:
+        return 0.0
+    if not EARLIEST <= seconds <= LATEST:
+        raise Problem(f"time {seconds}s is absurd")
+    return seconds + nanos * 1e-9
+
+
+def _exec(m: Any) -> domain.Exec:
+    if len(m.argv) > MAX_ARGS or any(len(a) > MAX_ARG_BYTES for a in m.argv):
+        raise Problem(f"argv must have at most {MAX_ARGS} arguments of {MAX_ARG_BYTES} bytes")
+    return domain.Exec(
+        _path(m.path),
+        tuple(m.argv),
+        m.euid,
+        m.return_value,
+        m.stdin_kind == _SOCKET,
+        m.stdout_kind == _SOCKET,
+        m.stdin_kind == _TTY,
+    )
+
+
+def _fork(m: Any) -> domain.Fork:
+    if not 0 < m.child_pid <= MAX_PID:
+        raise Problem(f"child_pid {m.child_pid} is absurd")
+    return domain.Fork(m.child_pid)
+
+
+def _open(m: Any) -> domain.FileOpen:
+    return domain.FileOpen(_path(m.path), m.flags, m.return_value, count(m.count))
+
+
+def _flow(m: Any) -> domain.Flow:
+    if m.remote_port > 65535 or m.local_port > 65535:
+        raise Problem("ports must be at most 65535")
+    if not is_address(m.remote_address):
+        raise Problem(f"remote_address {m.remote_address[:64]!r} is not an IP address")
+    return domain.Flow(
+        enum(m.direction, 3),
+        enum(m.protocol, 3),
+        m.remote_address,
+        m.remote_port,
+        m.local_port,
+        m.return_value,
+        count(m.count),
+    )
+
+
+def _dns(m: Any) -> domain.Dns:
+    name = m.query_name.lower().rstrip(".")
+    if not name or len(name) > domain.MAX_NAME or len(m.answer_addresses) > 32:
+        raise Problem("query_name must be 1-253 bytes with at most 32 answer addresses")
+    if not all(is_address(a) for a in m.answer_addresses):
+        raise Problem("answer_addresses must be IP addresses")
+    return domain.Dns(name, tuple(m.answer_addresses))
+
+
+def _capability(m: Any) -> domain.Capability:
+    if m.capability_number > 63 or not m.capability_name:
+        raise Problem("capability must have a name and a number up to 63")
+    return domain.Capability(m.capability_name, m.capability_number, m.allowed, count(m.count))
+
+
+def _syscall_set(m: Any) -> domain.SyscallSet:
+    numbers = tuple(m.syscall_numbers)
+    names = tuple(m.syscall_names) or ("",) * len(numbers)
+    if len(numbers) > 1024 or len(names) != len(numbers):
+        raise Problem("at most 1024 syscall numbers, one name per number")
+    if numbers and (
+        numbers[-1] > domain.MAX_SYSCALL_NUMBER or list(numbers) != sorted(set(numbers))
+    ):
+        raise Problem("syscall numbers must be ascending, unique and at most 1023")
+    arch = enum(m.arch, 8)
+    return domain.SyscallSet(
+        arch, numbers, names, m.start_observed, frozenset(m.runtime_startup_syscall_numbers)
+    )
+
+
+def _deviation(m: Any, source: str) -> domain.Deviation:
+    if m.syscall_number > domain.MAX_SYSCALL_NUMBER:
+        raise Problem(f"syscall number {m.syscall_number} is absurd")
+    return domain.Deviation(
+        enum(m.arch, 8), m.syscall_number, m.syscall_name, count(m.count), source
+    )
+
+
+def _exit(m: Any) -> domain.Exit:
+    return domain.Exit(m.exit_code)
+
+
+def _monitor(m: Any) -> domain.Deviation:
+    return _deviation(m, "monitor")
+
+
+def _audit(m: Any) -> domain.Deviation:
+    return _deviation(m, "seccomp_audit")
+
+
+PAYLOADS: dict[str, Callable[[Any], domain.Payload]] = {
+    "exec": _exec,
+    "process_fork": _fork,
+    "file_open": _open,
+    "network_flow": _flow,
+    "dns_query": _dns,
+    "capability_use": _capability,
+    "syscall_set": _syscall_set,
+    "process_exit": _exit,
+    "syscall_deviation": _monitor,
+    "seccomp_audit": _audit,
+}

@@ -1,0 +1,118 @@
+"""Collapsing of a batch's events into steps, so that rules and profiles see each behaviour once
+per batch with its count instead of once per event. Pure; the wire module feeds each event in
+batch order and the engine applies the steps in that order.
+
+Events that change a container's process table (exec, fork, exit) and syscall sets stay one step
+per event, in order. Other events merge into the earliest step of an equal event (equal in every
+field but the time; outbound flows also ignoring their ephemeral local port and hit count),
+unless something their evaluation depends on may have changed in between: an exec, fork or exit
+of the same pid (the acting executable) or, for flows, a new DNS answer for the remote address
+(the peer's names). So a merged step gives the same detections, alert counts, last-seen times
+and profile items as its events one by one. One approximation remains: an entry evicted from a
+full process table (over 1024 processes in a container) between two merged events still names
+the executable."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from services.runtime import domain
+from services.runtime.domain import Step
+
+ACCEPT = 2  # FlowDirection ACCEPT: the local port is the container's own and part of the peer
+
+
+class Plan:
+    """How the collapser treats every event equal to `event` up to the time: its merge key
+    (None for events kept in order), which versions its evaluation depends on (the acting
+    pid's entry, the remote address's DNS names), and which it changes."""
+
+    __slots__ = ("address", "event", "key", "new_answers", "pid", "replaced")
+
+    def __init__(self, event: domain.Event) -> None:
+        self.event = event
+        self.key: Hashable | None = self
+        self.pid: int | None = None
+        self.address: str | None = None
+        self.replaced: tuple[int, ...] = ()  # pids whose process-table entry the event changes
+        self.new_answers: tuple[str, ...] = ()  # addresses whose DNS names the event may change
+        payload = event.payload
+        kind = type(payload)
+        if kind is domain.FileOpen or kind is domain.Capability:
+            self.pid = event.pid
+        elif kind is domain.Flow:
+            assert isinstance(payload, domain.Flow)
+            self.address = payload.remote_address
+            self.key = _flow_key(event, payload)
+        elif kind is domain.Dns:
+            assert isinstance(payload, domain.Dns)
+            self.new_answers = payload.addresses
+        elif kind is domain.Fork:
+            assert isinstance(payload, domain.Fork)
+            self.key, self.replaced = None, (payload.child_pid,)
+        elif kind is not domain.Deviation:  # Exec, Exit and SyscallSet stay in order
+            self.key, self.replaced = None, (event.pid,)
+
+
+def _flow_key(event: domain.Event, flow: domain.Flow) -> Hashable:
+    """Flows differ in the local port of outbound connections and in hit counts, which neither
+    rules nor profiles look at; other events merge only when equal in everything."""
+    local = flow.local_port if flow.direction == ACCEPT else 0
+    return (
+        id(event.origin),
+        event.pid,
+        event.ppid,
+        event.uid,
+        event.comm,
+        flow.direction,
+        flow.protocol,
+        flow.remote_address,
+        flow.remote_port,
+        local,
+        flow.return_value,
+    )
+
+
+def at_time(event: domain.Event, at: float) -> domain.Event:
+    """Return `event` at time `at` (the same object when the time is already `at`)."""
+    if event.at == at:
+        return event
+    return domain.Event(
+        at, event.origin, event.pid, event.ppid, event.uid, event.comm, event.payload
+    )
+
+
+class Collapser:
+    """Builds the steps of one batch from its events in order."""
+
+    __slots__ = ("_addresses", "_open", "_pids", "steps")
+
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+        self._open: dict[Hashable, Step] = {}
+        self._pids: dict[int, int] = {}
+        self._addresses: dict[str, int] = {}
+
+    def add(self, plan: Plan, at: float) -> None:
+        """Take the next event of the batch: one equal to `plan.event` but at time `at`."""
+        if plan.key is None:
+            self.steps.append(Step(at_time(plan.event, at), 1, at))
+            pids = self._pids
+            for pid in plan.replaced:
+                pids[pid] = pids.get(pid, 0) + 1
+            return
+        context = (
+            plan.key,
+            self._pids.get(plan.pid, 0) if plan.pid is not None else 0,
+            self._addresses.get(plan.address, 0) if plan.address is not None else 0,
+        )
+        step = self._open.get(context)
+        if step is not None:
+            step.count += 1
+            step.last = max(step.last, at)
+            return
+        step = self._open[context] = Step(at_time(plan.event, at), 1, at)
+        self.steps.append(step)
+        addresses = self._addresses
+        for address in plan.new_answers:
+            addresses[address] = addresses.get(address, 0) + 1

@@ -1,0 +1,130 @@
+"""Collapsing a batch into steps changes nothing rules and profiles produce: the same batch
+applied event by event and collapsed gives equal alerts (counts, first and last seen), profile
+items (tags, pods, flags, capability counts) and event counts, also when an exec or a DNS answer
+changes an event's context between repeats. Plus the cross-batch cache of translations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from parallax.runtime.v1 import event_pb2
+
+from servicekit.storage import engine as make_engine
+from services.runtime import domain, wire
+from services.runtime.engine import Engine
+from services.runtime.store import RuntimeStore
+from tests.runtime import builders as b
+
+
+def dns(name: str, address: str, **extra: Any) -> event_pb2.Event:
+    query = event_pb2.DnsQuery(query_name=name, query_type="A", answer_addresses=[address])
+    return b.wire_event(dns_query=query, **extra)
+
+
+def capability(**extra: Any) -> event_pb2.Event:
+    cap = event_pb2.CapabilityUse(
+        capability_name="CAP_NET_RAW", capability_number=13, allowed=True, count=1
+    )
+    return b.wire_event(capability_use=cap, **extra)
+
+
+def flow(address: str, port: int, local_port: int, **extra: Any) -> event_pb2.Event:
+    event = b.wire_flow(address, port, **extra)
+    event.network_flow.local_port = local_port
+    return event
+
+
+def fork(child: int, **extra: Any) -> event_pb2.Event:
+    return b.wire_event(process_fork=event_pb2.ProcessFork(child_pid=child), **extra)
+
+
+def scenario() -> list[event_pb2.Event]:
+    t = b.T0
+    return [
+        b.wire_exec("/app/server", pid=10, at=t),
+        *[b.wire_open("/etc/app.conf", pid=10, at=t + i) for i in range(1, 4)],
+        b.wire_exec("/tmp/server", pid=10, at=t + 4),  # same pid, same comm: a new executable
+        b.wire_open("/etc/app.conf", pid=10, at=t + 5),
+        *[flow("10.0.0.5", 443, 40000 + i, pid=10, at=t + 6 + i) for i in range(2)],
+        dns("api.example.com", "10.0.0.5", pid=10, at=t + 8),
+        flow("10.0.0.5", 443, 40009, pid=10, at=t + 9),
+        *[capability(pid=10, at=t + 10 + i) for i in range(3)],
+        *[flow("169.254.169.254", 80, 41000 + i, pid=10, at=t + 13 + i) for i in range(3)],
+        fork(20, pid=10, at=t + 16),
+        b.wire_exec("/bin/sh", "-c", "true", pid=20, ppid=10, at=t + 17),
+        b.wire_open("/etc/app.conf", pid=20, ppid=10, at=t + 18),
+        b.wire_exec("/bin/sh", "-c", "true", pid=20, ppid=10, at=t + 19),
+        b.wire_open("/etc/app.conf", pid=10, at=t + 20),
+        b.wire_event(process_exit=event_pb2.ProcessExit(), pid=20, ppid=10, at=t + 21),
+        fork(20, pid=10, at=t + 22),
+        b.wire_open("/etc/app.conf", pid=20, ppid=10, at=t + 23),
+        b.wire_open("/etc/other", pid=30, at=t + 24),  # an unknown process: named by its comm
+        fork(30, pid=10, at=t + 25),  # then pid 30 is a child of /tmp/server
+        b.wire_open("/etc/other", pid=30, at=t + 26),
+    ]
+
+
+def one_by_one(batch: domain.Batch) -> domain.Batch:
+    """The same batch with every event its own step, each translated on its own."""
+    singles = []
+    for event in scenario():
+        (step,) = wire.batch(b.batch(1, [event]), b.T0).steps
+        singles.append(step)
+    return domain.Batch(batch.key, batch.report, tuple(singles), batch.event_count)
+
+
+def outcome(core: Engine) -> tuple[Any, ...]:
+    profile = core.current[(b.CART, "cart")]
+    items = {
+        (c.value, k): (i.first_seen, sorted(i.pods), sorted(i.tags), i.flags, i.allowed, i.denied)
+        for c, table in profile.items.items()
+        for k, i in table.items()
+    }
+    alerts = sorted(
+        (a.rule_id, a.key, a.count, a.first_seen, a.last_seen, tuple(sorted(a.evidence.items())))
+        for a in core.alerts.by_id.values()
+    )
+    return (
+        profile.events_received,
+        items,
+        alerts,
+        sorted(core.boxes[("uid-cart-1", "cart")].processes),
+    )
+
+
+def test_collapsed_steps_equal_event_by_event(tmp_path: Path) -> None:
+    collapsed = wire.batch(b.batch(1, scenario()), b.T0)
+    assert len(collapsed.steps) < collapsed.event_count == len(scenario())
+    results = []
+    for name, batch in (("steps", collapsed), ("single", one_by_one(collapsed))):
+        bound = make_engine(f"sqlite:///{tmp_path / name}.db")
+        core = Engine(RuntimeStore(bound), lambda: b.T0 + 100, default_window=3600)
+        core.ingest(batch)
+        results.append(outcome(core))
+        bound.dispose()
+    assert results[0] == results[1]
+    _, items, alerts, _ = results[0]
+    assert items[("file", ("/etc/app.conf",))][2] == ["/app/server", "/bin/sh", "/tmp/server"]
+    assert items[("file", ("/etc/other",))][2] == ["/tmp/server", "cart"]
+    assert items[("peer", (1, 1, "10.0.0.5", 443))][2] == ["api.example.com"]
+    assert items[("capability", (13,))][4] == 3
+    (metadata,) = [a for a in alerts if a[0] == "R0005"]
+    assert metadata[2:5] == (3, b.T0 + 13, b.T0 + 15)
+
+
+def test_translations_are_reused_across_batches_per_node() -> None:
+    plans = wire.Plans()
+    first = wire.batch(b.batch(1, scenario()), b.T0, plans)
+    second = wire.batch(b.batch(2, scenario()), b.T0, plans)
+    assert [s.event.payload for s in first.steps] == [s.event.payload for s in second.steps]
+    assert first.steps[1].event.origin is second.steps[1].event.origin
+    request = b.batch(1, scenario())
+    request.node_name = "n2"
+    other = wire.batch(request, b.T0, plans)
+    assert other.steps[1].event.origin.node == "n2"
+    small = wire.Plans(limit=5)
+    wire.batch(b.batch(1, scenario()), b.T0, small)
+    assert sum(len(p) for p, _ in small.nodes.values()) > 5  # grows within a batch, then
+    wire.batch(b.batch(2, scenario()[:2]), b.T0, small)  # is dropped when the next overflows
+    assert sum(len(p) for p, _ in small.nodes.values()) == 2
