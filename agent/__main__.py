@@ -153,6 +153,7 @@ def main() -> None:
         walk(),
         lambda path: paths.parse(path) is not None,
         learn_new=settings.learn_new,
+        report_every=settings.report_seconds,
     )
     with connect(settings.runtime_address, credentials=credentials) as channel:
         sender = Sender(outbox, channel, metrics, ack_timeout=settings.ack_timeout)

@@ -57,6 +57,7 @@ class Settings:
     log_level: str
     grace_seconds: float
     learn_new: bool
+    report_seconds: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -86,4 +87,7 @@ class Settings:
             # Learn every new container's syscalls from its cgroup's creation, so profiles see
             # the start; costs the sys_enter tax while on (bench/agent_overhead.py).
             learn_new=text(env, "PARALLAX_LEARN_NEW", "true").lower() == "true",
+            # How often learning cgroups' syscall sets (and de-duplicated counts) are reported;
+            # a learning window must be longer than this to see the last report.
+            report_seconds=number(env, "PARALLAX_REPORT_SECONDS", 5.0, low=0.1, high=600.0),
         )

@@ -174,6 +174,8 @@ class Run:
                 "PARALLAX_METRICS_PORT": "0",
                 "PARALLAX_METRICS_ADDRESS": "127.0.0.1",
                 "PARALLAX_BATCH_LATENCY": "0.05",
+                # Syscall sets reported every second: well inside the demo's short window.
+                "PARALLAX_REPORT_SECONDS": "1",
                 "PARALLAX_POD_REGISTRY": str(self.registry),
             },
             stdout=subprocess.DEVNULL,
