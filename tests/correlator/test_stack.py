@@ -11,14 +11,12 @@ import shutil
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from parallax.correlator.v1 import correlator_service_pb2 as pb
 from parallax.correlator.v1 import correlator_service_pb2_grpc as pb_grpc
 from parallax.correlator.v1 import evidence_pb2, vulnerability_pb2
@@ -33,8 +31,8 @@ from parallax.type.v1 import source_pb2, workload_pb2
 from cli.supervisor import Stack
 from servicekit.channels import connect
 from servicekit.tls import TlsMaterial
+from tests.collector import Collector
 from tests.correlator import shop
-from tests.servicekit.test_serve import Receiver
 
 pytestmark = [
     pytest.mark.slow,
@@ -57,20 +55,13 @@ def eventually(check: Callable[[], T | None], timeout: float = 60.0) -> T:
 
 
 @pytest.fixture(scope="module")
-def collector() -> Iterator[tuple[Receiver, int]]:
-    receiver = Receiver()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield receiver, port
-    server.stop(0)
+def collector() -> Iterator[Collector]:
+    with Collector() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, collector: tuple[Receiver, int]
-) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, collector: Collector) -> Iterator[Stack]:
     data = tmp_path_factory.mktemp("stack")
     (data / "manifests").mkdir()
     (data / "manifests" / "deploy.yaml").write_text(shop.MANIFESTS)
@@ -80,7 +71,7 @@ def stack(
         "PARALLAX_LOOP_SECONDS": "0.5",
         "PARALLAX_MANIFEST_ROOT": str(data / "manifests"),
         "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{collector[1]}",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.endpoint,
     }
     running = Stack(data, base_port=0, env=env)
     running.start()
@@ -188,7 +179,7 @@ def test_new_behaviour_after_complete_makes_a_reviewed_successor_in_one_trace(
     stack: Stack,
     learned: str,
     correlator: pb_grpc.CorrelatorServiceStub,
-    collector: tuple[Receiver, int],
+    collector: Collector,
 ) -> None:
     first = eventually(lambda: recommendations(correlator, 1) or None, timeout=90)
     assert first[0].readiness_state == 3, first[0].verification_summary
@@ -205,12 +196,11 @@ def test_new_behaviour_after_complete_makes_a_reviewed_successor_in_one_trace(
     assert fresh.readiness_state == 3, fresh.verification_summary
     assert fresh.seccomp_verification.passed
     assert "ptrace" in fresh.seccomp_profile.syscall_names
-    receiver = collector[0]
 
     def spanning() -> set[str] | None:
         spans = [
             (rs.resource, s)
-            for r in receiver.requests
+            for r in collector.traces
             for rs in r.resource_spans
             for ss in rs.scope_spans
             for s in ss.spans

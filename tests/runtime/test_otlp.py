@@ -3,58 +3,32 @@ on 127.0.0.1:0; no exporter without an endpoint."""
 
 from __future__ import annotations
 
-import threading
-from concurrent import futures
-from typing import Any
-
-import grpc
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
-
 from services.runtime import domain
 from services.runtime.alerts import AlertBook
 from services.runtime.otlp import EVENT_NAME, OtlpAlerts, logger_provider
 from services.runtime.rules import BY_ID, Detection
+from tests.collector import Collector
 from tests.runtime import builders as b
 
 
-class Receiver(logs_service_pb2_grpc.LogsServiceServicer):
-    """The collector's OTLP LogsService: records every export request it receives."""
-
-    def __init__(self) -> None:
-        self.requests: list[logs_service_pb2.ExportLogsServiceRequest] = []
-        self.received = threading.Event()
-
-    def Export(
-        self, request: logs_service_pb2.ExportLogsServiceRequest, context: Any
-    ) -> logs_service_pb2.ExportLogsServiceResponse:
-        self.requests.append(request)
-        self.received.set()
-        return logs_service_pb2.ExportLogsServiceResponse()
-
-
 def test_new_alerts_are_exported_as_log_records() -> None:
-    receiver = Receiver()
-    collector = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(receiver, collector)
-    port = collector.add_insecure_port("127.0.0.1:0")
-    collector.start()
-    provider = logger_provider({"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"http://127.0.0.1:{port}"})
-    assert provider is not None
-    book = AlertBook()
-    event = b.event(b.flow("169.254.169.254", 80), at=b.T0 + 1)
-    detection = Detection(BY_ID["R0005"], "169.254.169.254", "metadata contacted", {"x": "y"})
-    try:
-        book.record(detection, event, ())
-        added = [(a, "added" if new else "updated") for a, new in book.flush(b.T0 + 2)]
-        book.record(detection, event, ())
-        repeat = [(a, "updated") for a, _ in book.flush(b.T0 + 3)]
-        OtlpAlerts(provider)([*added, *repeat])  # type: ignore[list-item]
-        assert provider.force_flush(5000)
-        assert receiver.received.wait(10)
-    finally:
-        provider.shutdown()
-        collector.stop(0)
-    resource_logs = [rl for r in receiver.requests for rl in r.resource_logs]
+    with Collector() as collector:
+        provider = logger_provider({"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": collector.endpoint})
+        assert provider is not None
+        book = AlertBook()
+        event = b.event(b.flow("169.254.169.254", 80), at=b.T0 + 1)
+        detection = Detection(BY_ID["R0005"], "169.254.169.254", "metadata contacted", {"x": "y"})
+        try:
+            book.record(detection, event, ())
+            added = [(a, "added" if new else "updated") for a, new in book.flush(b.T0 + 2)]
+            book.record(detection, event, ())
+            repeat = [(a, "updated") for a, _ in book.flush(b.T0 + 3)]
+            OtlpAlerts(provider)([*added, *repeat])  # type: ignore[list-item]
+            assert provider.force_flush(5000)
+            assert collector.received.wait(10)
+        finally:
+            provider.shutdown()
+    resource_logs = [rl for r in collector.logs for rl in r.resource_logs]
     services = {
         a.value.string_value
         for rl in resource_logs

@@ -3,16 +3,12 @@ two services, OTLP export to a real receiver, health, reflection and graceful st
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from concurrent import futures
-from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -21,6 +17,7 @@ from servicekit import serve
 from servicekit.channels import connect
 from servicekit.errors import InvalidArgument, NotFound
 from servicekit.telemetry import tracer_provider
+from tests.collector import Collector
 
 Behaviour = Callable[[bytes, grpc.ServicerContext], bytes]
 
@@ -150,45 +147,25 @@ def test_call_across_two_services_is_one_trace(
     assert back.parent is not None and back.parent.span_id == hop.context.span_id
 
 
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """The collector's OTLP TraceService: records every export request it receives."""
-
-    def __init__(self) -> None:
-        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
-        self.received = threading.Event()
-
-    def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        self.requests.append(request)
-        self.received.set()
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
 def test_spans_are_exported_over_otlp_grpc() -> None:
-    receiver = Receiver()
-    collector = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, collector)
-    port = collector.add_insecure_port("127.0.0.1:0")
-    collector.start()
-    provider = tracer_provider(
-        "posture", {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{port}"}
-    )
-    running = serve.start(
-        [generic("test.Backend", {"Echo": lambda request, context: request})],
-        listen="127.0.0.1:0",
-        tracer_provider=provider,
-    )
-    try:
-        with connect(running.address, timeout=5) as channel:
-            channel.unary_unary("/test.Backend/Echo")(b"x", timeout=5)
-        running.stop(grace=1)
-        assert provider.force_flush(5000)
-        assert receiver.received.wait(10)
-    finally:
-        provider.shutdown()
-        collector.stop(0)
-    resource_spans = [rs for r in receiver.requests for rs in r.resource_spans]
+    with Collector() as collector:
+        provider = tracer_provider(
+            "posture", {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.endpoint}
+        )
+        running = serve.start(
+            [generic("test.Backend", {"Echo": lambda request, context: request})],
+            listen="127.0.0.1:0",
+            tracer_provider=provider,
+        )
+        try:
+            with connect(running.address, timeout=5) as channel:
+                channel.unary_unary("/test.Backend/Echo")(b"x", timeout=5)
+            running.stop(grace=1)
+            assert provider.force_flush(5000)
+            assert collector.received.wait(10)
+        finally:
+            provider.shutdown()
+    resource_spans = [rs for r in collector.traces for rs in r.resource_spans]
     names = {
         attribute.value.string_value
         for rs in resource_spans
