@@ -22,9 +22,70 @@ struct cap_event {
     u32 allowed;
 };
 
+#define CAP_SYS_ADMIN 21
+#define VM_ACCT_FRAMES 4
+#define X86_64_USER_CS 0x33 /* __USER_CS: a 64-bit task; compat (ia32) tasks use other numbers */
+#define NR_MMAP 9
+#define NR_MPROTECT 10
+#define NR_BRK 12
+#define NR_MREMAP 25
+#define NR_PKEY_MPROTECT 329
+#define MMAP_ANONYMOUS 0x20
+
+/* Memory-overcommit accounting is not a use of CAP_SYS_ADMIN. security_vm_enough_memory_mm()
+ * calls cap_capable(CAP_SYS_ADMIN, CAP_OPT_NOAUDIT) (via cap_vm_enough_memory, inlined on 6.18)
+ * only to let root dip into the last 3% of the commit limit: nothing is granted or refused. It
+ * fires for every root task (allowed) and every other task (denied) on brk, mmap, mprotect,
+ * mremap, shmget, MAP_SHARED|MAP_ANONYMOUS, fork/clone (dup_mmap, per accounted mapping), execve
+ * (ELF load, stack setup), each page written to tmpfs/memfd (shmem block accounting, from write or
+ * a fault) and stack growth faults: measured with kernel stacks on 6.18. The tracepoint's fields
+ * cannot tell it apart (CAP_OPT_NOAUDIT is not among them; target_ns is &init_user_ns as with
+ * capable()). The syscall number alone cannot either: write, clone and execve reach it too and
+ * also make genuine checks (clone(CLONE_NEWNS), sysctl writes, the RLIMIT_NPROC override).
+ *
+ * So two tests, both only for CAP_SYS_ADMIN in tracked cgroups:
+ * 1. Fast (~0.1 us): a 64-bit task inside brk, mprotect, pkey_mprotect, mremap or an anonymous
+ *    mmap, read from its saved user registers (bpf_task_pt_regs; offsets from BTF). These
+ *    syscalls make no genuine CAP_SYS_ADMIN check (file mmap can: a driver's ->mmap, e.g.
+ *    perf_mmap's perfmon_capable(), so it takes test 2).
+ * 2. Exact (~1.3 us, the unwinder's cost): the kernel stack's first frames hold an address in
+ *    security_vm_enough_memory_mm or cap_vm_enough_memory, whose text ranges the loader takes
+ *    from /proc/kallsyms as VM_ACCT_CALLER(). Genuine checks reach cap_capable through
+ *    security_capable (capable, ns_capable, ...), never from those functions.
+ * Limits: other non-audited checks (has_capability_noaudit and the like) are still reported; a
+ * failed stack read reports the check rather than hiding it. */
+static __always_inline int vm_acct_syscall(void) {
+    struct task_struct *task = (void *)bpf_get_current_task_btf();
+    void *regs = (void *)bpf_task_pt_regs(task);
+    u64 nr = 0, cs = 0, flags = 0;
+    bpf_probe_read_kernel(&cs, sizeof(cs), regs + OFF_PT_REGS_CS);
+    if (cs != X86_64_USER_CS)
+        return 0;
+    bpf_probe_read_kernel(&nr, sizeof(nr), regs + OFF_PT_REGS_ORIG_AX);
+    if (nr == NR_BRK || nr == NR_MPROTECT || nr == NR_PKEY_MPROTECT || nr == NR_MREMAP)
+        return 1;
+    if (nr != NR_MMAP)
+        return 0;
+    bpf_probe_read_kernel(&flags, sizeof(flags), regs + OFF_PT_REGS_R10); /* 4th argument */
+    return (flags & MMAP_ANONYMOUS) != 0;
+}
+
+static __always_inline int vm_acct_caller(struct cap_args *args) {
+    u64 ips[VM_ACCT_FRAMES] = {};
+    if (bpf_get_stack(args, ips, sizeof(ips), 0) <= 0)
+        return 0;
+#pragma unroll
+    for (int i = 0; i < VM_ACCT_FRAMES; i++)
+        if (VM_ACCT_CALLER(ips[i]))
+            return 1;
+    return 0;
+}
+
 int on_cap_capable(struct cap_args *args) {
     struct cap_key k = {.cgid = bpf_get_current_cgroup_id(), .cap = args->cap};
     if (!is_tracked(k.cgid))
+        return 0;
+    if (k.cap == CAP_SYS_ADMIN && (vm_acct_syscall() || vm_acct_caller(args)))
         return 0;
     k.allowed = args->ret == 0;
     u64 one = 1, *count = caps_seen.lookup(&k);

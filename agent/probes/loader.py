@@ -1,11 +1,13 @@
 """Compiles all probes into one BPF object (one ~3 s compile) and attaches each group on demand.
 
 The only module that touches bcc: its objects are `Any` here and nowhere else. Kernel struct
-offsets come from agent.btf as -D defines. Callers: agent.probes.maps, the recorder, the tests.
+offsets (agent.btf) and kernel function text ranges (/proc/kallsyms) are passed as -D defines.
+Callers: agent.probes.maps, the recorder, the tests.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import enum
@@ -56,7 +58,58 @@ OFFSETS = {
     "DENTRY_D_NAME": "dentry.d_name",
     "DENTRY_D_PARENT": "dentry.d_parent",
     "QSTR_NAME": "qstr.name",
+    "PT_REGS_ORIG_AX": "pt_regs.orig_ax",
+    "PT_REGS_CS": "pt_regs.cs",
+    "PT_REGS_R10": "pt_regs.r10",
 }
+KALLSYMS = Path("/proc/kallsyms")
+# The callers of cap_capable() that make the memory-overcommit check, which caps.c drops: the
+# first is required (it is where the check is on 6.x), the second exists where not inlined.
+VM_ACCT_FUNCTIONS = ("security_vm_enough_memory_mm", "cap_vm_enough_memory")
+
+
+class KallsymsError(Exception):
+    """/proc/kallsyms hides addresses or lacks a function the probes need."""
+
+
+def function_ranges(names: tuple[str, ...], kallsyms: Path = KALLSYMS) -> list[tuple[int, int]]:
+    """[start, end) text ranges of the kernel's functions `names` (with compiler clones such as
+    `name.cold`), each ending at the next higher symbol. Raises KallsymsError unless the first
+    name is found with real addresses (root with kernel.kptr_restrict < 2)."""
+    starts: dict[str, list[int]] = {}
+    addresses: set[int] = set()
+    for line in kallsyms.read_text().splitlines():
+        fields = line.split()
+        if len(fields) != 3:  # a module symbol ("[module]" column): not in the core text
+            continue
+        address = int(fields[0], 16)
+        addresses.add(address)
+        base = fields[2].split(".", 1)[0]
+        if base in names and fields[1] in "tT":
+            starts.setdefault(base, []).append(address)
+    first = starts.get(names[0], [])
+    if not first:
+        raise KallsymsError(f"{kallsyms} has no function {names[0]}")
+    if 0 in first:
+        raise KallsymsError(
+            f"{kallsyms} hides addresses: run as root with kernel.kptr_restrict < 2"
+        )
+    ordered = sorted(addresses)
+    ranges = []
+    for name in names:
+        for start in sorted(starts.get(name, [])):
+            after = bisect.bisect_right(ordered, start)
+            ranges.append((start, ordered[after] if after < len(ordered) else start + 1))
+    return ranges
+
+
+def vm_acct_define(kallsyms: Path = KALLSYMS) -> str:
+    """-DVM_ACCT_CALLER(a)=...: whether a kernel address is in a memory-accounting caller."""
+    tests = "||".join(
+        f"((a)>=0x{lo:x}ULL&&(a)<0x{hi:x}ULL)"
+        for lo, hi in function_ranges(VM_ACCT_FUNCTIONS, kallsyms)
+    )
+    return f"-DVM_ACCT_CALLER(a)=({tests})"
 
 
 def _release_compiler_heap() -> None:
@@ -163,8 +216,14 @@ def source_text(extra: tuple[str, ...] = ()) -> str:
 
 
 def cflags(ring_pages: int) -> list[str]:
-    """-D defines: BTF member offsets, the ring size and the v2 hierarchy id."""
-    return [*btf.defines(OFFSETS), f"-DRINGBUF_PAGES={ring_pages}", "-DCGROUP2_ROOT=0"]
+    """-D defines: BTF member offsets, kernel text ranges (kallsyms), the ring size and the v2
+    hierarchy id."""
+    return [
+        *btf.defines(OFFSETS),
+        vm_acct_define(),
+        f"-DRINGBUF_PAGES={ring_pages}",
+        "-DCGROUP2_ROOT=0",
+    ]
 
 
 class Loader:

@@ -74,16 +74,7 @@ def test_profiles_complete_and_traffic_served(demo: tuple[Report, int, str]) -> 
         ("frontend", "CTR-08", "NOT_EXERCISED"),
         ("api", "CTR-03", "NOT_EXERCISED"),  # the writable root filesystem nobody writes
         ("frontend", "NET-01", "EXERCISED"),  # no NetworkPolicy, real flows
-        pytest.param(
-            "frontend",
-            "CTR-01",
-            "NOT_EXERCISED",  # privileged for nothing
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="agent/probes/caps.c records the kernel's non-audited CAP_SYS_ADMIN check "
-                "in security_vm_enough_memory_mm (every brk/mmap) as a capability use",
-            ),
-        ),
+        ("frontend", "CTR-01", "NOT_EXERCISED"),  # privileged for nothing
     ],
     ids=str,
 )
