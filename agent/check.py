@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import btf
-from agent.probes.loader import OFFSETS, BccMissing, import_bcc
+from agent.probes.loader import (
+    OFFSETS,
+    VM_ACCT_FUNCTIONS,
+    BccMissing,
+    KallsymsError,
+    function_ranges,
+    import_bcc,
+)
 
 TRACEFS = Path("/sys/kernel/tracing")
 _NEEDED_CAPS = {21: "CAP_SYS_ADMIN", 38: "CAP_PERFMON", 39: "CAP_BPF", 12: "CAP_NET_ADMIN"}
@@ -108,6 +115,14 @@ def check_bcc() -> Result:
     return Result("BCC", True, f"bcc from {Path(bcc.__file__).parent}")
 
 
+def check_kallsyms() -> Result:
+    try:
+        ranges = function_ranges(VM_ACCT_FUNCTIONS)
+    except KallsymsError as exc:
+        return Result("kallsyms", False, f"{exc} (the capability probe needs real addresses).")
+    return Result("kallsyms", True, f"{len(ranges)} memory-accounting text ranges")
+
+
 def self_test() -> list[Result]:
     """Load the trivial program (one compile) and compare what it reads with /proc."""
     bcc = import_bcc()
@@ -138,6 +153,7 @@ CHECKS: tuple[Callable[[], Result], ...] = (
     check_tracefs,
     check_headers,
     check_btf,
+    check_kallsyms,
     check_bcc,
 )
 
