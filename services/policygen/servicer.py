@@ -1,6 +1,6 @@
 """The PolicygenService servicer: each RPC parses its request, calls the pure generators or the
 verifiers, and builds the response. Profiles come inline or from the runtime service; objects
-come inline (reading a live cluster is not wired yet and answers FAILED_PRECONDITION)."""
+come inline or, when the request has none, from the configured cluster (`cluster_source`)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from services.policygen import cluster_parse, hardening, netpol, netpol_verify, 
 from services.policygen import verify_seccomp as vs
 from services.policygen import wire_netpol as wn
 from services.policygen.cluster import Cluster
+from services.policygen.cluster_source import ClusterSource
+from services.policygen.domain import WorkloadId
 
 SERVICE_NAME = "parallax.policygen.v1.PolicygenService"
 MAX_OBJECT_BYTES = 12 * 1024 * 1024
@@ -29,9 +31,12 @@ ProfileList = Callable[[workload_pb2.WorkloadRef], list[profile_pb2.Profile]]
 class PolicygenServicer(pb_grpc.PolicygenServiceServicer):
     """Generates and verifies policies; stateless."""
 
-    def __init__(self, fetch: ProfileFetch, list_profiles: ProfileList) -> None:
+    def __init__(
+        self, fetch: ProfileFetch, list_profiles: ProfileList, cluster: ClusterSource | None = None
+    ) -> None:
         self.fetch = fetch
         self.list_profiles = list_profiles
+        self.cluster = cluster
 
     def GenerateSeccompProfile(
         self, request: pb.GenerateSeccompProfileRequest, context: Any
@@ -80,17 +85,16 @@ class PolicygenServicer(pb_grpc.PolicygenServiceServicer):
         workload = wire.workload_from_wire(request.workload)
         profiles = self._profiles(request.workload, list(request.profiles))
         cilium = request.format == np_pb.NETWORK_POLICY_FORMAT_CILIUM
-        generated = netpol.generate(
-            workload, profiles, _cluster(request.objects), use_cilium=cilium
-        )
+        objects = self._objects(request.objects, workload)
+        generated = netpol.generate(workload, profiles, objects, use_cilium=cilium)
         return pb.GenerateNetworkPolicyResponse(network_policy=wn.generated_to_wire(generated))
 
     def VerifyNetworkPolicy(
         self, request: pb.VerifyNetworkPolicyRequest, context: Any
     ) -> pb.VerifyNetworkPolicyResponse:
-        cluster = _cluster(request.objects)
-        candidates = netpol_verify.load_policies(request.policies_yaml)
         workload = wire.workload_from_wire(request.workload)
+        cluster = self._objects(request.objects, workload)
+        candidates = netpol_verify.load_policies(request.policies_yaml)
         if request.flows:
             flows = [wn.flow_from_wire(f, cluster) for f in request.flows]
         else:
@@ -108,7 +112,8 @@ class PolicygenServicer(pb_grpc.PolicygenServiceServicer):
         if not (workload.namespace and workload.kind and workload.name):
             raise InvalidArgument("workload needs namespace, kind and name")
         profiles = self._profiles(request.workload, list(request.profiles))
-        objects = _cluster(request.objects) if request.objects else Cluster()
+        wanted = request.objects or self.cluster is not None
+        objects = self._objects(request.objects, workload, network=False) if wanted else Cluster()
         manifest = objects.workload(workload.namespace, workload.kind, workload.name)
         result = hardening.harden(workload, profiles, manifest, request.seccomp_localhost_profile)
         patch = wn.hardening_to_wire(result, profiles)
@@ -120,13 +125,22 @@ class PolicygenServicer(pb_grpc.PolicygenServiceServicer):
         messages = inline or self.list_profiles(ref)
         return [wire.profile_from_wire(m) for m in messages]
 
+    def _objects(self, objects: Any, workload: WorkloadId, *, network: bool = True) -> Cluster:
+        """The request's inline objects, else the configured cluster's (`network` adds what
+        peers resolve against to the workload itself)."""
+        manifests: list[source_pb2.Manifest] = list(objects)
+        if manifests:
+            return _parse(manifests)
+        if self.cluster is None:
+            raise FailedPrecondition(
+                "objects are required: this policygen has no cluster access configured "
+                "(PARALLAX_KUBECONFIG or PARALLAX_IN_CLUSTER=true); send the Kubernetes "
+                "objects inline instead"
+            )
+        return self.cluster.read(workload, network=network)
 
-def _cluster(objects: Any) -> Cluster:
-    manifests: list[source_pb2.Manifest] = list(objects)
-    if not manifests:
-        raise FailedPrecondition(
-            "objects are required: this policygen has no cluster access configured"
-        )
+
+def _parse(manifests: list[source_pb2.Manifest]) -> Cluster:
     if sum(len(m.content) for m in manifests) > MAX_OBJECT_BYTES:
         raise InvalidArgument(f"objects total more than {MAX_OBJECT_BYTES} bytes")
     return cluster_parse.load(

@@ -16,10 +16,11 @@ TLS = {(kind, name, "SEC-03") for kind, name in (
     ("Deployment", "posture"), ("Deployment", "runtime"), ("Deployment", "policygen"),
     ("Deployment", "correlator"), ("DaemonSet", "agent"),
 )}  # fmt: skip
-# Each accepted exception: the component's own mTLS key pair (SEC-03), the two API readers'
+# Each accepted exception: the component's own mTLS key pair (SEC-03), the three API readers'
 # tokens (SA-02), and the agent's eBPF needs (capabilities, read-only host mounts).
 REVIEWED = TLS | {
     ("Deployment", "posture", "SA-02"),
+    ("Deployment", "policygen", "SA-02"),
     ("DaemonSet", "agent", "SA-02"),
     ("DaemonSet", "agent", "CTR-06"),
     ("DaemonSet", "agent", "POD-05"),

@@ -30,6 +30,8 @@ def _expected() -> set[tuple[str, str, str, int]]:
         ("policygen", "runtime", "TCP", 50052),  # profiles for workload-named requests
         ("posture", "api-server", "TCP", 443),
         ("posture", "api-server", "TCP", 6443),
+        ("policygen", "api-server", "TCP", 443),  # objects for requests that carry none
+        ("policygen", "api-server", "TCP", 6443),
         ("agent", "api-server", "TCP", 443),
         ("agent", "api-server", "TCP", 6443),
     }

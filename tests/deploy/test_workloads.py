@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from cli.supervisor import DEFAULT_PORTS, UPSTREAMS
+from services.policygen import cluster_source
 from services.posture.cluster import KINDS
 from tests.deploy.kustomize import Obj
 
@@ -128,17 +129,19 @@ def test_runtime_scales_out_on_postgresql(full: list[Obj]) -> None:
     assert set(secret["data"]) == {*SERVICES, "password"}
 
 
-def test_only_posture_and_the_agent_mount_a_token(full: list[Obj]) -> None:
+def test_only_the_api_readers_mount_a_token(full: list[Obj]) -> None:
     mounted = {
         w["metadata"]["name"] for w in _workloads(full) if _pod(w)["automountServiceAccountToken"]
     }
-    assert mounted == {"posture", "agent"}
+    assert mounted == {"posture", "policygen", "agent"}
     for account in (o for o in full if o["kind"] == "ServiceAccount"):
         assert account["automountServiceAccountToken"] is False
 
 
 def _plural(kind: str) -> str:
     lower = kind.lower()
+    if lower == "endpoints":  # already plural
+        return lower
     if lower.endswith("y"):
         return lower[:-1] + "ies"
     return lower + ("es" if lower.endswith("s") else "s")
@@ -162,6 +165,19 @@ def test_posture_reads_exactly_the_kinds_it_lists(full: list[Obj]) -> None:
     }
     assert _grants(_find(full, "ClusterRole", "parallax-posture-reader")) == expected
     assert not any(r == "secrets" for _, r, _ in expected)
+
+
+def test_policygen_reads_exactly_the_kinds_it_lists(full: list[Obj]) -> None:
+    expected = {
+        (k.api_version.rpartition("/")[0], _plural(k.kind), verb)
+        for k in cluster_source.KINDS
+        for verb in ("get", "list")
+    }
+    assert ("", "endpoints", "list") in expected and ("apps", "deployments", "get") in expected
+    assert _grants(_find(full, "ClusterRole", "parallax-policygen-reader")) == expected
+    assert not any(r in ("secrets", "configmaps") for _, r, _ in expected)
+    env = _env(_pod(_find(full, "Deployment", "policygen"))["containers"][0])
+    assert env["PARALLAX_IN_CLUSTER"] == "true"
 
 
 def test_agent_reads_pods_and_owners_only(full: list[Obj]) -> None:
