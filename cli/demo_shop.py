@@ -233,7 +233,8 @@ class Shop:
             path = self.logs / f"{name}-seccomp.log"
             with path.open("ab") as log:
                 started.append(self.node.start_in(netns, argv, env[name], log))
-            poll(functools.partial(listening, path), 30, f"{name} start under seccomp")
+            # Generous: under a loaded 2-core machine a jailed interpreter starts slowly.
+            poll(functools.partial(listening, path), 90, f"{name} start under seccomp")
         outcome = self._load("http://127.0.0.1:8080", 3, netns)
         alive = all(p.poll() is None for p in started)
         for p in started:
