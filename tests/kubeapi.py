@@ -317,6 +317,7 @@ class KubeAPIServer:
         self._rv = 1
         self._compacted = 0
         self._closing = False
+        self._streams = 0  # open watch responses, which stop() lets finish
         self._history: dict[Resource, dict[Key, list[tuple[int, JSON | None]]]] = {}
         self._events_log: list[_Event] = []
         self._resources: dict[tuple[str, str], Resource] = {}
@@ -340,6 +341,7 @@ class KubeAPIServer:
 
     def start(self) -> None:
         self._closing = False
+        self._streams = 0
         self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.kube = self
         self._thread = threading.Thread(
@@ -354,6 +356,9 @@ class KubeAPIServer:
         with self._cond:
             self._closing = True  # ends watches; connections accepted from now shut themselves
             self._cond.notify_all()
+            # Let open watches write their final chunk before their sockets are shut down, as
+            # a real API server ends them; otherwise clients see a response cut short.
+            self._cond.wait_for(lambda: self._streams == 0, timeout=10)
         self._httpd.shutdown()
         with self._cond:
             connections = list(self._connections)
@@ -804,6 +809,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _stream(self, events: Iterable[JSON]) -> None:
+        kube = self.server.kube
+        with kube._cond:
+            kube._streams += 1
+        try:
+            self._write_stream(events)
+        finally:
+            with kube._cond:
+                kube._streams -= 1
+                kube._cond.notify_all()
+
+    def _write_stream(self, events: Iterable[JSON]) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
