@@ -154,12 +154,16 @@ class Shop:
         self.run.say(f"profiles COMPLETE after {self.run.window:g}s without new behaviour")
 
     def _load(self, url: str, rounds: int, netns: str) -> dict[str, object]:
-        done = self.node.run(
-            [PYTHON, str(APP / "loadgen.py"), str(rounds)], {"FRONTEND_URL": url}, 60, netns
-        )
+        argv = [PYTHON, str(APP / "loadgen.py"), str(rounds)]
+        done = self.node.run(argv, {"FRONTEND_URL": url}, 60, netns)
+        if done.returncode != 0 and not done.stdout:
+            # Died before it ran (seen in CI: a child forked from this
+            # grpc-using process died between fork and exec); the load itself never started.
+            done = self.node.run(argv, {"FRONTEND_URL": url}, 60, netns)
         outcome: dict[str, object] = json.loads(done.stdout or b"{}")
         if done.returncode != 0:
-            raise RuntimeError(f"shop traffic failed: {outcome or done.stderr.decode()[-500:]}")
+            detail = outcome or done.stderr.decode()[-500:]
+            raise RuntimeError(f"shop traffic failed (exit {done.returncode}): {detail}")
         where = "under seccomp" if netns else "through the frontend"
         self.run.say(f"drove {outcome['requests']} shopping requests {where}: {outcome['ok']} ok")
         return outcome
