@@ -37,7 +37,11 @@ def main() -> None:
         correlator = Correlator(upstreams, store, Manifests(settings.manifest_root))
         feed = Feed(correlator, time.time)
         loop = FeedbackLoop(
-            correlator, Policies(upstreams, time.time), feed, time.time, settings.loop_seconds
+            correlator,
+            Policies(upstreams, time.time, settings.verify_run_seconds),
+            feed,
+            time.time,
+            settings.loop_seconds,
         )
         loop.start()
         return [registration(CorrelatorServicer(correlator, feed, time.time))]

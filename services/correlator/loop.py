@@ -1,8 +1,11 @@
-"""The feedback loop, a background worker: each iteration (one trace across the services) takes
-a snapshot of posture and runtime, records recommendations for workloads whose profiles reached
-COMPLETE, re-evaluates them when a new posture scan arrives, marks them STALE on behaviour after
-COMPLETE and produces verified successors for review, and refreshes incidents and in-use
-vulnerability verdicts. Runtime's WatchAlerts wakes it early; `run_once()` drives it in tests."""
+"""The feedback loop: two passes, each in a background thread of its own. The incident pass
+(quick) turns runtime alerts into incidents and refreshes in-use vulnerability verdicts; the
+policy pass (slow: policygen runs entrypoints to verify seccomp profiles) records recommendations
+for workloads whose profiles reached COMPLETE, re-evaluates them when a new posture scan arrives,
+marks them STALE on behaviour after COMPLETE and produces verified successors for review. Each
+pass is one trace across the services and takes its own snapshot, so an alert never waits for
+policy work. Runtime's WatchAlerts wakes both early; `refresh()`, `recommend()` and `run_once()`
+drive them in tests."""
 
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from services.correlator.store import CorrelatorStore
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("parallax.correlator")
 S = rec.State
+# Seconds one WatchAlerts stream lasts before it is opened again (it then resends open alerts).
+WATCH_SECONDS = 300.0
 
 
 class FeedbackLoop:
@@ -45,19 +50,31 @@ class FeedbackLoop:
         self.store: CorrelatorStore = correlator.store
         self.clock, self.interval = clock, interval
         self.last_scan: str | None = None
-        self.wake, self.stopping = threading.Event(), threading.Event()
+        self.wakes = {"incidents": threading.Event(), "policies": threading.Event()}
+        self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
-        self.watch: Any = None
 
     def run_once(self) -> str:
-        """One iteration; returns its trace id (hex)."""
+        """The incident pass, then the policy pass; returns the policy pass's trace id (hex)."""
+        self.refresh()
+        return self.recommend()
+
+    def refresh(self) -> str:
+        """The incident pass: incidents from the open alerts, and vulnerability verdicts; returns
+        its trace id (hex)."""
+        with tracer.start_as_current_span("correlator.incident_pass") as span:
+            self.feed.refresh(self.correlator.snapshot())
+            return format(span.get_span_context().trace_id, "032x")
+
+    def recommend(self) -> str:
+        """The policy pass: generate, re-evaluate and supersede recommendations; returns its trace
+        id (hex)."""
         with tracer.start_as_current_span("correlator.feedback_iteration") as span:
             snap = self.correlator.snapshot()
             self._scan_changed(snap)
             for workload in sorted(snap.profiles):
                 self._complete(snap, workload)
             self._stale(snap)
-            self.feed.refresh(snap)
             return format(span.get_span_context().trace_id, "032x")
 
     def _current(self, workload: Workload) -> list[rec.Recommendation]:
@@ -166,38 +183,48 @@ class FeedbackLoop:
 
     # --- background running ----------------------------------------------------------------
     def start(self) -> None:
-        """Run iterations every `interval` seconds, and whenever runtime reports an alert."""
-        for target in (self._run, self._follow):
-            thread = threading.Thread(target=target, daemon=True, name=target.__name__)
+        """Run both passes every `interval` seconds, and whenever runtime reports an alert; each
+        in its own thread, so a slow policy pass never delays incidents."""
+        passes = (
+            ("incident_pass", self.refresh, self.wakes["incidents"]),
+            ("policy_pass", self.recommend, self.wakes["policies"]),
+        )
+        self.threads = [
+            threading.Thread(target=self._every, args=(step, wake), name=name, daemon=True)
+            for name, step, wake in passes
+        ]
+        self.threads.append(threading.Thread(target=self._follow, name="follow", daemon=True))
+        for thread in self.threads:
             thread.start()
-            self.threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop both threads."""
+        """Stop the threads, waiting up to `timeout` for each; a call in flight ends at its
+        deadline. Close the upstream channels only afterwards."""
         self.stopping.set()
-        self.wake.set()
-        if self.watch is not None:
-            self.watch.cancel()
+        for wake in self.wakes.values():
+            wake.set()
         for thread in self.threads:
             thread.join(timeout)
 
-    def _run(self) -> None:
+    def _every(self, step: Callable[[], str], wake: threading.Event) -> None:
         while not self.stopping.is_set():
-            self.wake.clear()
+            wake.clear()
             try:
-                self.run_once()
+                step()
             except Exception:
-                log.exception("feedback iteration failed; retrying next interval")
-            self.wake.wait(self.interval)
+                log.exception("feedback pass failed; retrying next interval")
+            wake.wait(self.interval)
 
     def _follow(self) -> None:
         while not self.stopping.is_set():
             try:
-                self.watch = self.correlator.upstreams.watch_alerts(timeout=None)
-                for change in self.watch:
+                for change in self.correlator.upstreams.watch_alerts(timeout=WATCH_SECONDS):
                     if change.HasField("alert"):
-                        self.wake.set()
+                        for wake in self.wakes.values():
+                            wake.set()
             except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    continue  # the watch's own deadline: follow again at once
                 if not self.stopping.is_set():
                     log.warning("runtime WatchAlerts ended (%s); following again", exc.code())
             self.stopping.wait(self.interval)

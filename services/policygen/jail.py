@@ -1,13 +1,17 @@
-"""The child side of seccomp verification, run as `python -m services.policygen.jail PROFILE
-[--errno N] [--probe SYSCALL] -- CMD...`: it builds the filter from the OCI JSON with libseccomp
-the way runc does, sets no_new_privs, loads the filter and execs CMD (or, with --probe, makes one
-syscall and exits with its errno). Only verify_seccomp.py starts it."""
+"""The child side of seccomp verification, run as `python -m services.policygen.jail [--parent
+PID] PROFILE [--errno N] [--probe SYSCALL] -- CMD...`: it arranges to die with its parent, builds
+the filter from the OCI JSON with libseccomp the way runc does, sets no_new_privs, loads the filter
+and execs CMD (or, with --probe, makes one syscall and exits with its errno). `--no-filter` in
+place of PROFILE only dies with its parent and execs CMD (strace, which then starts the jail).
+Only verify_seccomp.py starts it."""
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -15,7 +19,7 @@ import pyseccomp
 
 from services.policygen import syscalls
 
-PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 EXIT_SETUP, EXIT_EXEC = 125, 127
 PROBE_NOT_REFUSED = 254
 _OPS = {
@@ -103,25 +107,45 @@ def probe(name: str) -> dict[str, int]:
     return {"result": int(result), "errno": ctypes.get_errno() if result == -1 else 0}
 
 
-def main(argv: list[str]) -> int:
-    """Parse the helper's command line, load the filter and exec or probe."""
+def die_with_parent(parent: int) -> None:
+    """Be killed when the parent dies (kept across exec, so CMD inherits it); exit at once when
+    `parent` (a pid, 0 for any) is already gone. Before the filter, which may refuse prctl."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if parent and os.getppid() != parent:
+        os._exit(EXIT_SETUP)  # the parent died before the death signal was armed
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     split = argv.index("--") if "--" in argv else len(argv)
-    options, command = argv[:split], argv[split + 1 :]
-    path, errno_override, probe_name = options[0], None, ""
-    for flag, value in zip(options[1::2], options[2::2], strict=True):
-        if flag == "--errno":
-            errno_override = int(value)
-        elif flag == "--probe":
-            probe_name = value
+    parser = argparse.ArgumentParser(prog="python -m services.policygen.jail")
+    parser.add_argument("profile", nargs="?", help="the OCI seccomp profile (a JSON file)")
+    parser.add_argument("--no-filter", action="store_true", help="exec CMD with no filter")
+    parser.add_argument("--parent", type=int, default=0, help="the pid whose death ends CMD")
+    parser.add_argument("--errno", type=int, help="make the default action ERRNO(N)")
+    parser.add_argument("--probe", default="", help="make this syscall instead of exec'ing CMD")
+    options = parser.parse_args(argv[:split])
+    if bool(options.profile) == options.no_filter:
+        parser.error("give either PROFILE or --no-filter")
+    return options, argv[split + 1 :]
+
+
+def main(argv: list[str]) -> int:
+    """Parse the helper's command line, arm the death signal, load the filter and exec or
+    probe."""
+    options, command = _parse(argv)
     try:
-        with open(path, encoding="utf-8") as handle:
-            enter(build_filter(json.load(handle), errno_override))
+        die_with_parent(options.parent)
+        if not options.no_filter:
+            with open(options.profile, encoding="utf-8") as handle:
+                enter(build_filter(json.load(handle), options.errno))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"jail: cannot load the seccomp profile: {exc}", file=sys.stderr)
         return EXIT_SETUP
-    if probe_name:
+    if options.probe:
         # Report through the exit status alone: the filter may refuse even write(2).
-        outcome = probe(probe_name)
+        outcome = probe(options.probe)
         os._exit(outcome["errno"] if outcome["result"] == -1 else PROBE_NOT_REFUSED)
     try:
         os.execvp(command[0], command)  # noqa: S606 - exec'ing CMD under the filter is the point

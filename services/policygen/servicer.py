@@ -75,7 +75,9 @@ class PolicygenServicer(pb_grpc.PolicygenServiceServicer):
                 request.working_directory,
                 timeout,
                 request.negative_control_syscall,
-            )
+            ),
+            # A caller that goes away (or the server's grace period ending) kills the command.
+            cancelled=lambda: context is not None and not context.is_active(),
         )
         return pb.VerifySeccompProfileResponse(verification=wire.verification_to_wire(verification))
 
