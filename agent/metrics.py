@@ -4,6 +4,7 @@ scraping. The shipper and the main loop update them; tests read them from their 
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Iterable, Mapping
 from wsgiref.simple_server import WSGIServer
@@ -58,13 +59,18 @@ class AgentMetrics:
 
     def observe(self, events: Iterable[event_pb2.Event]) -> None:
         """Count events handed to the shipper, and those among them without a pod."""
-        for event in events:
-            kind = type_label(event_type(event))
-            self.events.labels(kind).inc()
-            reason = event.attribution.unattributed_reason
+        tally = collections.Counter(
+            (event_type(event), event.attribution.unattributed_reason) for event in events
+        )
+        by_type: collections.Counter[int] = collections.Counter()
+        for (kind, reason), n in tally.items():
+            by_type[kind] += n
             if reason:
                 name = event_pb2.UnattributedReason.Name(reason)
-                self.unattributed.labels(kind, _label(name, "UNATTRIBUTED_REASON_")).inc()
+                label = _label(name, "UNATTRIBUTED_REASON_")
+                self.unattributed.labels(type_label(kind), label).inc(n)
+        for kind, n in by_type.items():
+            self.events.labels(type_label(kind)).inc(n)
 
     def observe_drops(self, totals: Mapping[DropKey, int]) -> None:
         """Advance the drop counters to cumulative `totals`."""
