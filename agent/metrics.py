@@ -69,8 +69,8 @@ class AgentMetrics:
                 name = event_pb2.UnattributedReason.Name(reason)
                 label = _label(name, "UNATTRIBUTED_REASON_")
                 self.unattributed.labels(type_label(kind), label).inc(n)
-        for kind, n in by_type.items():
-            self.events.labels(type_label(kind)).inc(n)
+        for known, n in by_type.items():
+            self.events.labels(type_label(known)).inc(n)
 
     def observe_drops(self, totals: Mapping[DropKey, int]) -> None:
         """Advance the drop counters to cumulative `totals`."""

@@ -1,6 +1,7 @@
 """Authorization by the role in the caller's client certificate: one server interceptor checks
 each RPC against the service's policy before the handler runs, answering PERMISSION_DENIED.
-Handlers that need the caller (the runtime checks an agent's node) call `identity(context)`."""
+Handlers that need the caller (the runtime checks an agent's node or pod) call
+`identity(context)`."""
 
 from __future__ import annotations
 
@@ -21,17 +22,19 @@ _COMPUTE_PREFIXES = ("Generate", "Verify")
 
 @dataclass(frozen=True)
 class Identity:
-    """Who is calling: the certificate's common name, its roles and, for agents, its node."""
+    """Who is calling: the certificate's common name, its roles and, for agents, its node or
+    the pod it was issued to (csi-driver certificates, which cannot name a node)."""
 
     name: str
     roles: frozenset[str]
     node: str = ""
+    pod: pki.PodRef | None = None
 
 
 @functools.lru_cache(maxsize=256)
 def _parse(certificate_pem: bytes) -> Identity:
-    name, roles, node = pki.identity_of(certificate_pem)
-    return Identity(name, roles, node)
+    claims = pki.claims_of(certificate_pem)
+    return Identity(claims.name, claims.roles, claims.node, claims.pod)
 
 
 def identity(context: grpc.ServicerContext) -> Identity | None:

@@ -1,7 +1,7 @@
 """Reading a Kubernetes cluster through the official `kubernetes` client: a client from a
 kubeconfig or the pod's service account, and paginated listing of the kinds a caller names, as
 manifest-shaped dicts. Shared by the services that read live clusters (posture, policygen); each
-passes its own table of kinds."""
+passes its own table of kinds. `read_pod` gets one pod, for the runtime's agent-node check."""
 
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ from kubernetes.client import ApiClient
 
 from servicekit.errors import FailedPrecondition
 
-__all__ = ["ClusterError", "Kind", "Snapshot", "api_client_from", "list_objects"]
+__all__ = ["ClusterError", "Kind", "Snapshot", "api_client_from", "list_objects", "read_pod"]
 
 JSON = dict[str, Any]
 
 DEFAULT_PAGE_SIZE = 500
 REQUEST_TIMEOUT = (10.0, 60.0)  # seconds: connect, then read of one page
+# Seconds to connect, then to read, for one object read while a caller waits on it.
+GET_TIMEOUT = (3.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -192,3 +194,36 @@ def _why(exc: kubernetes.client.ApiException) -> str:
     except ValueError:
         message = None
     return f"HTTP {exc.status} {exc.reason}" + (f": {message}" if message else "")
+
+
+def read_pod(
+    api: ApiClient,
+    namespace: str,
+    name: str,
+    timeout: tuple[float, float] = GET_TIMEOUT,
+) -> JSON | None:
+    """One pod as the API server serves it, or None when there is no such pod (404). Raises
+    ClusterError when the API server does not answer or refuses the read (401, 403, 5xx):
+    the caller cannot tell then whether the pod exists."""
+    core = kubernetes.client.CoreV1Api(api)
+    host = str(api.configuration.host)
+    try:
+        # Raw, as in _read: the typed return (V1Pod) is not what _preload_content=False gives.
+        response: Any = core.read_namespaced_pod(
+            name, namespace, _preload_content=False, _request_timeout=timeout
+        )
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise ClusterError(f"Cannot read pod {namespace}/{name} from {host}: {_why(exc)}") from exc
+    except urllib3.exceptions.HTTPError as exc:
+        raise ClusterError(f"The Kubernetes API server at {host} did not answer: {exc}") from exc
+    try:
+        body = json.loads(response.data)
+    except ValueError:
+        body = None
+    finally:
+        response.release_conn()
+    if not isinstance(body, dict):
+        raise ClusterError(f"The API server at {host} sent pod {namespace}/{name} as no object")
+    return body

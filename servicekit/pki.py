@@ -1,12 +1,15 @@
 """A small certificate authority for Parallax components: `parallax certs init` and the tests
 issue a CA and per-component certificates whose roles (and, for agents, node name) travel in the
-certificate as `spiffe://parallax/role/<role>` and `spiffe://parallax/node/<node>` URI SANs.
-In Kubernetes the same files come from Secrets (cert-manager layout: tls.crt, tls.key, ca.crt)."""
+certificate as `spiffe://parallax/role/<role>` and `spiffe://parallax/node/<node>` URI SANs; an
+agent certificate from cert-manager's csi-driver names its pod instead,
+`spiffe://parallax/pod/<namespace>/<name>[/<uid>]`. In Kubernetes the same files come from
+Secrets or csi volumes (cert-manager layout: tls.crt, tls.key, ca.crt)."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,54 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ROLE_PREFIX = "spiffe://parallax/role/"
 NODE_PREFIX = "spiffe://parallax/node/"
+POD_PREFIX = "spiffe://parallax/pod/"
+# Kubernetes names: a namespace is a DNS label, a pod name a DNS subdomain, a UID a UUID.
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_POD_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_UID = re.compile(r"[0-9A-Za-z-]{1,64}")
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """A pod a certificate names: namespace and name, and the UID when the issuer put it in (so
+    a later pod of the same name is not the same caller)."""
+
+    namespace: str
+    name: str
+    uid: str = ""
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.namespace, self.name, self.uid) if p)
+
+    @property
+    def uri(self) -> str:
+        """The URI SAN that names this pod."""
+        return POD_PREFIX + str(self)
+
+    @classmethod
+    def parse(cls, uri: str) -> PodRef | None:
+        """The pod a `spiffe://parallax/pod/<namespace>/<name>[/<uid>]` URI names, or None when
+        the URI is another kind or malformed (a malformed pod URI names no pod)."""
+        if not uri.startswith(POD_PREFIX):
+            return None
+        parts = uri.removeprefix(POD_PREFIX).split("/")
+        if len(parts) not in (2, 3) or not _NAMESPACE.fullmatch(parts[0]):
+            return None
+        if not _POD_NAME.fullmatch(parts[1]) or (len(parts) == 3 and not _UID.fullmatch(parts[2])):
+            return None
+        return cls(*parts)
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a certificate says of its holder: common name, roles, node (agents with a node
+    certificate) and pod (agents with a per-pod certificate; None when it names no single,
+    well-formed pod)."""
+
+    name: str
+    roles: frozenset[str]
+    node: str = ""
+    pod: PodRef | None = None
 
 
 @dataclass(frozen=True)
@@ -82,12 +133,13 @@ def issue(
     *,
     roles: Sequence[str],
     node: str = "",
+    pod: PodRef | None = None,
     hosts: Sequence[str] = ("localhost", "127.0.0.1"),
     days: int = 90,
     now: datetime.datetime | None = None,
 ) -> Issued:
-    """Issue a certificate for a component: server and client use, its roles and node as URI
-    SANs, `hosts` as DNS or IP SANs."""
+    """Issue a certificate for a component: server and client use, its roles, node and pod as
+    URI SANs, `hosts` as DNS or IP SANs."""
     start = now or datetime.datetime.now(datetime.UTC)
     ca_certificate = x509.load_pem_x509_certificate(ca.certificate)
     ca_key = serialization.load_pem_private_key(ca.key, password=None)
@@ -96,6 +148,8 @@ def issue(
     names += [x509.UniformResourceIdentifier(ROLE_PREFIX + role) for role in roles]
     if node:
         names.append(x509.UniformResourceIdentifier(NODE_PREFIX + node))
+    if pod is not None:
+        names.append(x509.UniformResourceIdentifier(pod.uri))
     certificate = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
@@ -139,18 +193,27 @@ def _write_key(path: Path, key: bytes) -> None:
 
 
 def identity_of(certificate_pem: bytes) -> tuple[str, frozenset[str], str]:
-    """Return (common name, roles, node) carried by a certificate."""
+    """Return (common name, roles, node) carried by a certificate; `claims_of` adds the pod."""
+    claims = claims_of(certificate_pem)
+    return claims.name, claims.roles, claims.node
+
+
+def claims_of(certificate_pem: bytes) -> Claims:
+    """Everything a certificate says of its holder. Two different pod URIs name no pod: which
+    one the holder is cannot be told, and the caller must not get to pick."""
     certificate = x509.load_pem_x509_certificate(certificate_pem)
     attributes = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     common_name = str(attributes[0].value) if attributes else ""
     try:
         sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return common_name, frozenset(), ""
+        return Claims(common_name, frozenset())
     uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
     roles = frozenset(u.removeprefix(ROLE_PREFIX) for u in uris if u.startswith(ROLE_PREFIX))
     nodes = [u.removeprefix(NODE_PREFIX) for u in uris if u.startswith(NODE_PREFIX)]
-    return common_name, roles, nodes[0] if nodes else ""
+    pods = {u for u in uris if u.startswith(POD_PREFIX)}
+    pod = PodRef.parse(pods.pop()) if len(pods) == 1 else None
+    return Claims(common_name, roles, nodes[0] if nodes else "", pod)
 
 
 # The development set `parallax certs init` and `parallax up` issue: each service's certificate

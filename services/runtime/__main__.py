@@ -9,6 +9,7 @@ import time
 from servicekit import serve, storage
 from services.runtime.config import Settings
 from services.runtime.engine import Engine
+from services.runtime.kubepods import AgentPodSettings, agent_nodes
 from services.runtime.otlp import OtlpAlerts, logger_provider
 from services.runtime.outputs import JsonLines, Ticker, Webhook
 from services.runtime.servicer import RuntimeServicer, registration
@@ -28,8 +29,9 @@ def main() -> None:
     logs = logger_provider(os.environ)
     if logs is not None:
         engine.subscribe(OtlpAlerts(logs))
+    agents = agent_nodes(AgentPodSettings.from_env(os.environ), time.monotonic)
     Ticker(engine.tick, settings.tick_seconds).start()
-    serve.run(server, lambda provider: [registration(RuntimeServicer(engine))])
+    serve.run(server, lambda provider: [registration(RuntimeServicer(engine, agents))])
     if logs is not None:
         logs.shutdown()  # flushes the alerts still queued
 

@@ -77,6 +77,27 @@ def timestamp(seconds: int, nanos: int) -> float:
     return seconds + nanos * 1e-9
 
 
+def origin_of(attribution: Any, node: str, cgroup_id: int) -> domain.Origin:
+    """Return the validated origin an attributed event or cgroup names."""
+    ref = attribution.workload
+    fields = (ref.namespace, ref.kind, ref.name, ref.container, attribution.pod_uid)
+    if not all(fields) or any(len(f) > domain.MAX_NAME for f in fields):
+        raise Problem("attribution needs namespace, kind, name, container and pod_uid")
+    if len(attribution.image) > MAX_PATH_BYTES or len(attribution.image_digest) > 256:
+        raise Problem("image or image_digest is too long")
+    return domain.Origin(
+        domain.Workload(ref.namespace, ref.kind, ref.name),
+        ref.pod,
+        ref.container,
+        attribution.pod_uid,
+        attribution.container_id,
+        attribution.image,
+        attribution.image_digest,
+        node,
+        cgroup_id,
+    )
+
+
 def _exec(m: Any) -> domain.Exec:
     if len(m.argv) > MAX_ARGS or any(len(a) > MAX_ARG_BYTES for a in m.argv):
         raise Problem(f"argv must have at most {MAX_ARGS} arguments of {MAX_ARG_BYTES} bytes")
@@ -91,29 +112,55 @@ def _exec(m: Any) -> domain.Exec:
     )
 
 
+def fork(child_pid: int) -> domain.Fork:
+    """Return a validated fork."""
+    if not 0 < child_pid <= MAX_PID:
+        raise Problem(f"child_pid {child_pid} is absurd")
+    return domain.Fork(child_pid)
+
+
 def _fork(m: Any) -> domain.Fork:
-    if not 0 < m.child_pid <= MAX_PID:
-        raise Problem(f"child_pid {m.child_pid} is absurd")
-    return domain.Fork(m.child_pid)
+    return fork(m.child_pid)
+
+
+def file_open(path: str, flags: int, return_value: int, hits: int) -> domain.FileOpen:
+    """Return a validated file open."""
+    return domain.FileOpen(_path(path), flags, return_value, count(hits))
 
 
 def _open(m: Any) -> domain.FileOpen:
-    return domain.FileOpen(_path(m.path), m.flags, m.return_value, count(m.count))
+    return file_open(m.path, m.flags, m.return_value, m.count)
+
+
+def flow(
+    direction: int,
+    protocol: int,
+    remote: tuple[str, int],
+    *,
+    local_port: int,
+    return_value: int,
+    hits: int,
+) -> domain.Flow:
+    """Return a validated network flow; `remote` is (address, port)."""
+    address, port = remote
+    if port > 65535 or local_port > 65535:
+        raise Problem("ports must be at most 65535")
+    if not is_address(address):
+        raise Problem(f"remote_address {address[:64]!r} is not an IP address")
+    return domain.Flow(
+        enum(direction, 3), enum(protocol, 3), address, port, local_port, return_value, count(hits)
+    )
 
 
 def _flow(m: Any) -> domain.Flow:
-    if m.remote_port > 65535 or m.local_port > 65535:
-        raise Problem("ports must be at most 65535")
-    if not is_address(m.remote_address):
-        raise Problem(f"remote_address {m.remote_address[:64]!r} is not an IP address")
-    return domain.Flow(
-        enum(m.direction, 3),
-        enum(m.protocol, 3),
-        m.remote_address,
-        m.remote_port,
-        m.local_port,
-        m.return_value,
-        count(m.count),
+    remote = (m.remote_address, m.remote_port)
+    return flow(
+        m.direction,
+        m.protocol,
+        remote,
+        local_port=m.local_port,
+        return_value=m.return_value,
+        hits=m.count,
     )
 
 
@@ -126,10 +173,15 @@ def _dns(m: Any) -> domain.Dns:
     return domain.Dns(name, tuple(m.answer_addresses))
 
 
-def _capability(m: Any) -> domain.Capability:
-    if m.capability_number > 63 or not m.capability_name:
+def capability(name: str, number: int, allowed: bool, hits: int) -> domain.Capability:
+    """Return a validated capability use."""
+    if number > 63 or not name:
         raise Problem("capability must have a name and a number up to 63")
-    return domain.Capability(m.capability_name, m.capability_number, m.allowed, count(m.count))
+    return domain.Capability(name, number, allowed, count(hits))
+
+
+def _capability(m: Any) -> domain.Capability:
+    return capability(m.capability_name, m.capability_number, m.allowed, m.count)
 
 
 def _syscall_set(m: Any) -> domain.SyscallSet:
@@ -147,12 +199,11 @@ def _syscall_set(m: Any) -> domain.SyscallSet:
     )
 
 
-def _deviation(m: Any, source: str) -> domain.Deviation:
-    if m.syscall_number > domain.MAX_SYSCALL_NUMBER:
-        raise Problem(f"syscall number {m.syscall_number} is absurd")
-    return domain.Deviation(
-        enum(m.arch, 8), m.syscall_number, m.syscall_name, count(m.count), source
-    )
+def deviation(arch: int, number: int, name: str, hits: int, source: str) -> domain.Deviation:
+    """Return a validated syscall deviation reported by `source`."""
+    if number > domain.MAX_SYSCALL_NUMBER:
+        raise Problem(f"syscall number {number} is absurd")
+    return domain.Deviation(enum(arch, 8), number, name, count(hits), source)
 
 
 def _exit(m: Any) -> domain.Exit:
@@ -160,11 +211,11 @@ def _exit(m: Any) -> domain.Exit:
 
 
 def _monitor(m: Any) -> domain.Deviation:
-    return _deviation(m, "monitor")
+    return deviation(m.arch, m.syscall_number, m.syscall_name, m.count, "monitor")
 
 
 def _audit(m: Any) -> domain.Deviation:
-    return _deviation(m, "seccomp_audit")
+    return deviation(m.arch, m.syscall_number, m.syscall_name, m.count, "seccomp_audit")
 
 
 PAYLOADS: dict[str, Callable[[Any], domain.Payload]] = {

@@ -13,9 +13,10 @@ from parallax.runtime.v1 import runtime_service_pb2_grpc as pb_grpc
 from parallax.type.v1 import change_pb2
 
 from servicekit import authz, serve
-from servicekit.errors import InvalidArgument, PermissionDenied
+from servicekit.errors import InvalidArgument
 from servicekit.pagination import Page, page
 from services.runtime import queries, render, rules, wire
+from services.runtime.agentnodes import DEFAULT_AGENT_NAMESPACE, AgentNodes
 from services.runtime.alerts import AlertState
 from services.runtime.engine import Change, Engine
 from services.runtime.profiles import State
@@ -49,19 +50,21 @@ def _seconds(stamp: Any) -> float:
 class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
     """Serves ingest, profiles, learning targets, alerts, rules and nodes."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, agents: AgentNodes | None = None) -> None:
         self.engine = engine
         self.plans = wire.Plans()
+        # Without a node check of its own: no Kubernetes access, pod-named agents are refused.
+        self.agents = agents or AgentNodes(None, engine.clock, namespace=DEFAULT_AGENT_NAMESPACE)
 
     def ReportEvents(
         self, request_iterator: Iterable[pb.ReportEventsRequest], context: Any
     ) -> Iterator[pb.ReportEventsResponse]:
         for request in request_iterator:
-            _check_node(context, request)
+            _check_node(context, request, self.agents)
             batch = wire.batch(request, self.engine.clock(), self.plans)
             duplicate = self.engine.ingest(batch)
             yield pb.ReportEventsResponse(
-                acknowledged_sequence=request.sequence, duplicate=duplicate
+                acknowledged_sequence=request.sequence, duplicate=duplicate, records_read=True
             )
 
     def ListWorkloads(
@@ -224,13 +227,8 @@ def registration(servicer: RuntimeServicer) -> serve.Registration:
     )
 
 
-def _check_node(context: Any, request: pb.ReportEventsRequest) -> None:
-    caller = authz.identity(context)
-    if caller is not None and caller.node and caller.node != request.node_name:
-        raise PermissionDenied(
-            f"{caller.name} is the agent of node {caller.node}; it may not report for "
-            f"{request.node_name!r}"
-        )
+def _check_node(context: Any, request: pb.ReportEventsRequest, agents: AgentNodes) -> None:
+    agents.check(authz.identity(context), request.node_name)
 
 
 def _alert_id(name: str) -> str:

@@ -14,8 +14,8 @@ from parallax.runtime.v1 import blind_spot_pb2
 from parallax.runtime.v1 import runtime_service_pb2 as pb
 
 from servicekit.errors import InvalidArgument
-from services.runtime import domain
-from services.runtime.domain import MAX_PATH_BYTES, MAX_PID
+from services.runtime import domain, records
+from services.runtime.domain import MAX_PID
 from services.runtime.payloads import (
     EARLIEST,
     EVENT_TYPES,
@@ -25,6 +25,7 @@ from services.runtime.payloads import (
     bad,
     count,
     enum,
+    origin_of,
     timestamp,
 )
 from services.runtime.steps import Collapser, Plan
@@ -33,26 +34,6 @@ _MONOTONIC_TAG, _TIME_TAG = b"\x08", b"\x12"  # Event fields 1 (varint) and 2 (l
 Counted = tuple[int, int]  # (event type, unattributed reason)
 Counts = dict[Counted, int]
 Origins = dict[tuple[int, bytes], domain.Origin]
-
-
-def _origin(attribution: Any, node: str, cgroup_id: int) -> domain.Origin:
-    ref = attribution.workload
-    fields = (ref.namespace, ref.kind, ref.name, ref.container, attribution.pod_uid)
-    if not all(fields) or any(len(f) > domain.MAX_NAME for f in fields):
-        raise Problem("attribution needs namespace, kind, name, container and pod_uid")
-    if len(attribution.image) > MAX_PATH_BYTES or len(attribution.image_digest) > 256:
-        raise Problem("image or image_digest is too long")
-    return domain.Origin(
-        domain.Workload(ref.namespace, ref.kind, ref.name),
-        ref.pod,
-        ref.container,
-        attribution.pod_uid,
-        attribution.container_id,
-        attribution.image,
-        attribution.image_digest,
-        node,
-        cgroup_id,
-    )
 
 
 def _counters(request: pb.ReportEventsRequest, unattributed: Counts) -> Counts:
@@ -115,8 +96,9 @@ def _check_header(request: pb.ReportEventsRequest) -> None:
             raise bad(field, f"{field} is required (at most {domain.MAX_NAME} bytes)")
     if request.sequence < 1:
         raise bad("sequence", "sequence numbers start at 1")
-    if len(request.events) > domain.MAX_BATCH_EVENTS:
-        raise bad("events", f"{len(request.events)} events; the limit is {domain.MAX_BATCH_EVENTS}")
+    total = len(request.events) + len(request.records.data) // records.SIZE
+    if total > domain.MAX_BATCH_EVENTS:
+        raise bad("events", f"{total} events; the limit is {domain.MAX_BATCH_EVENTS}")
 
 
 def _plan(event: Any, index: int, at: float, node: str, origins: Origins) -> Plan | Counted:
@@ -135,7 +117,7 @@ def _plan(event: Any, index: int, at: float, node: str, origins: Origins) -> Pla
     origin = origins.get(cache_key)
     if origin is None:
         with _at(f"events[{index}]"):
-            origin = origins[cache_key] = _origin(attribution, node, cgroup_id)
+            origin = origins[cache_key] = origin_of(attribution, node, cgroup_id)
     pid, ppid = event.pid, event.ppid
     if pid > MAX_PID or ppid > MAX_PID:
         raise bad(f"events[{index}]", "pid or ppid is absurd")
@@ -160,6 +142,7 @@ def _header_size(request: pb.ReportEventsRequest) -> int:
         drop_counters=request.drop_counters,
         unattributed_counts=request.unattributed_counts,
         gaps=request.gaps,
+        records=request.records,
     )
     if request.HasField("send_time"):
         header.send_time.CopyFrom(request.send_time)
@@ -190,7 +173,7 @@ def batch(request: pb.ReportEventsRequest, now: float, plans: Plans | None = Non
     _check_header(request)
     known, origins = (plans or Plans()).of(request.node_name, len(request.events))
     try:
-        return _batch(request, now, known, origins)
+        return _batch(request, _Events(request, now, known, origins))
     except InvalidArgument:
         _check_size(request.ByteSize())  # the error path may afford the exact size
         raise
@@ -201,17 +184,31 @@ def _check_size(size: int) -> None:
         raise bad("batch", f"{size} bytes encoded; the limit is {domain.MAX_BATCH_BYTES}")
 
 
-def _batch(
-    request: pb.ReportEventsRequest,
-    now: float,
-    plans: dict[bytes, Plan | Counted],
-    origins: Origins,
-) -> domain.Batch:
-    node = request.node_name
-    unattributed: Counts = {}
-    collapser = Collapser()
-    size = _header_size(request)
-    for index, event in enumerate(request.events):
+class _Events:
+    """The Event messages of one batch, translated one by one in order."""
+
+    def __init__(
+        self,
+        request: pb.ReportEventsRequest,
+        now: float,
+        plans: dict[bytes, Plan | Counted],
+        origins: Origins,
+    ) -> None:
+        self.node, self.now, self.plans, self.origins = request.node_name, now, plans, origins
+        self.events = request.events
+        self.index = 0
+        self.size = 0  # encoded bytes of the events taken so far
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def take(self) -> tuple[Plan | Counted, float]:
+        """Return the next event's plan (or unattributed count key) and time."""
+        index = self.index
+        if index >= len(self.events):
+            raise bad("records", "more references to events than events")
+        self.index += 1
+        event = self.events[index]
         monotonic = event.monotonic_ns
         stamp = event.event_time
         seconds, nanos = stamp.seconds, stamp.nanos
@@ -220,24 +217,38 @@ def _batch(
                 raise bad(f"events[{index}].event_time", f"time {seconds}s is absurd")
             at = seconds + nanos * 1e-9
         else:
-            at = now
+            at = self.now
         raw = event.SerializeToString()
         length = len(raw)
-        size += length + 2 + (length > 127) + (length > 16383) + (length > 2097151)
+        self.size += length + 2 + (length > 127) + (length > 16383) + (length > 2097151)
         cut = 1 + (monotonic.bit_length() + 6) // 7 if raw.startswith(_MONOTONIC_TAG) else 0
         if raw.startswith(_TIME_TAG, cut):
             cut += 2 + raw[cut + 1]
         key = raw[cut:] if cut else raw
-        plan = plans.get(key)
+        plan = self.plans.get(key)
         if plan is None:
-            plan = plans[key] = _plan(event, index, at, node, origins)
-        if isinstance(plan, Plan):
-            collapser.add(plan, at)
-        else:
-            unattributed[plan] = unattributed.get(plan, 0) + 1
-    _check_size(size)
+            plan = self.plans[key] = _plan(event, index, at, self.node, self.origins)
+        return plan, at
+
+
+def _batch(request: pb.ReportEventsRequest, events: _Events) -> domain.Batch:
+    unattributed: Counts = {}
+    collapser = Collapser()
+    if request.records.data:
+        total = records.read(request.records, events, collapser, unattributed)
+        if events.index != len(events):
+            raise bad("records", f"{len(events) - events.index} events without a reference")
+    else:
+        total = len(events)
+        for _ in range(total):
+            plan, at = events.take()
+            if isinstance(plan, Plan):
+                collapser.add(plan, at)
+            else:
+                unattributed[plan] = unattributed.get(plan, 0) + 1
+    _check_size(_header_size(request) + events.size)
     batch_key = domain.BatchKey(
         request.agent_id, request.boot_id, request.session_id, request.sequence
     )
     report = _report(request, unattributed)
-    return domain.Batch(batch_key, report, tuple(collapser.steps), len(request.events))
+    return domain.Batch(batch_key, report, tuple(collapser.steps), total)

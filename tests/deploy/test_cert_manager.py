@@ -304,4 +304,5 @@ def test_the_csi_certificate_names_carry_the_agent_role(builds: dict[str, list[O
     roles, node = _roles_and_node(expanded["common-name"], [], uris)
     assert roles == {"agent"}
     assert node == ""  # csi-driver has no node variable: see the component's comment
-    assert "spiffe://parallax/pod/parallax-agent/agent-x7k2p" in uris
+    # the UID binds the certificate to this pod, not a later one of the same name
+    assert "spiffe://parallax/pod/parallax-agent/agent-x7k2p/u1" in uris

@@ -1,0 +1,198 @@
+"""Reading of a batch's packed EventRecords (layout RECORD_LAYOUT_V1 in event.proto) into the
+steps collapser, in record order: a record equal to an earlier one of the batch but for its time
+reuses that one's translation, so a repeated behaviour costs a slice and a dictionary lookup.
+References (event type 0) take the next Event message of the batch from `Events`. Any problem
+rejects the whole batch with InvalidArgument naming the record."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from parallax.runtime.v1 import event_pb2
+
+from services.runtime import domain
+from services.runtime.domain import MAX_PID
+from services.runtime.payloads import (
+    EARLIEST,
+    LATEST,
+    Problem,
+    bad,
+    capability,
+    deviation,
+    enum,
+    file_open,
+    flow,
+    fork,
+    origin_of,
+)
+from services.runtime.steps import Collapser, Plan
+
+RECORD = struct.Struct("<QQIIIIHHIIiIIQ")
+SIZE = RECORD.size
+_EARLIEST_NS, _LATEST_NS = EARLIEST * 10**9, LATEST * 10**9
+_MAX_STRING = domain.MAX_PATH_BYTES
+Counted = tuple[int, int]  # (event type, unattributed reason)
+Origins = dict[tuple[int, bytes], domain.Origin]
+
+
+class Events(Protocol):
+    """The batch's Event messages as the records refer to them, and what they share."""
+
+    node: str
+    now: float
+    origins: Origins
+
+    def take(self) -> tuple[Plan | Counted, float]:
+        """Return the next Event message's plan (or unattributed count key) and time."""
+
+
+# A record's fields after the header, by event type: (bits, s1, s2, value, n1, n2, count),
+# with s1 and s2 still string indices, and the batch's string table -> payload.
+_Fields = tuple[int, int, int, int, int, int, int]
+
+
+def _open(f: _Fields, strings: list[str]) -> domain.Payload:
+    _, path, _, value, flags, _, hits = f
+    return file_open(strings[path], flags, value, hits)
+
+
+def _flow(f: _Fields, strings: list[str]) -> domain.Payload:
+    bits, remote, local, value, remote_port, local_port, hits = f
+    enum(bits >> 8, 2)  # the family and the local address, which the domain does not keep
+    if local >= len(strings):
+        raise IndexError(local)
+    return flow(
+        bits & 0xF,
+        (bits >> 4) & 0xF,
+        (strings[remote], remote_port),
+        local_port=local_port,
+        return_value=value,
+        hits=hits,
+    )
+
+
+def _fork(f: _Fields, strings: list[str]) -> domain.Payload:
+    return fork(f[4])
+
+
+def _exit(f: _Fields, strings: list[str]) -> domain.Payload:
+    return domain.Exit(f[3])
+
+
+def _capability(f: _Fields, strings: list[str]) -> domain.Payload:
+    bits, name, _, _, number, _, hits = f
+    if bits > 1:
+        raise Problem(f"allowed must be 0 or 1, got {bits}")
+    return capability(strings[name], number, bool(bits), hits)
+
+
+def _deviation(f: _Fields, strings: list[str]) -> domain.Payload:
+    bits, name, _, _, number, _, hits = f
+    return deviation(bits, number, strings[name], hits, "monitor")
+
+
+PAYLOADS: dict[int, Callable[[_Fields, list[str]], domain.Payload]] = {
+    event_pb2.EVENT_TYPE_FILE_OPEN: _open,
+    event_pb2.EVENT_TYPE_NETWORK_FLOW: _flow,
+    event_pb2.EVENT_TYPE_PROCESS_FORK: _fork,
+    event_pb2.EVENT_TYPE_PROCESS_EXIT: _exit,
+    event_pb2.EVENT_TYPE_CAPABILITY_USE: _capability,
+    event_pb2.EVENT_TYPE_SYSCALL_DEVIATION: _deviation,
+}
+
+
+def read(
+    message: Any, events: Events, collapser: Collapser, unattributed: dict[Counted, int]
+) -> int:
+    """Feed the records of `message` (an EventRecords) to `collapser` in order, counting the
+    unattributed in `unattributed`; return how many records there were."""
+    if message.layout != event_pb2.RECORD_LAYOUT_V1:
+        raise bad("records.layout", f"layout {message.layout} is not RECORD_LAYOUT_V1")
+    data: bytes = message.data
+    if len(data) % SIZE:
+        raise bad("records.data", f"{len(data)} bytes is not a whole number of {SIZE}-byte records")
+    strings = list(message.strings)
+    if any(len(s) > _MAX_STRING for s in strings):
+        raise bad("records.strings", f"a string is longer than {_MAX_STRING} bytes")
+    cgroups = _cgroups(message.cgroups, events)
+    offset = message.unix_offset_ns
+    seen: dict[bytes, Plan | Counted] = {}
+    add = collapser.add
+    for start in range(0, len(data), SIZE):
+        key = data[start + 8 : start + SIZE]
+        plan = seen.get(key)
+        if plan is None:
+            if data[start + 32 : start + 34] == b"\0\0":
+                plan, at = events.take()
+            else:
+                plan = seen[key] = _plan(data, start, strings, cgroups, events.now)
+                at = _time(data, start, offset, events.now)
+        else:
+            at = _time(data, start, offset, events.now)
+        if isinstance(plan, Plan):
+            add(plan, at)
+        else:
+            unattributed[plan] = unattributed.get(plan, 0) + 1
+    return len(data) // SIZE
+
+
+def _time(data: bytes, start: int, offset: int, now: float) -> float:
+    if not offset:
+        return now
+    ns = int.from_bytes(data[start : start + 8], "little") + offset
+    if not _EARLIEST_NS <= ns <= _LATEST_NS:
+        raise bad(f"records[{start // SIZE}]", f"time {ns // 10**9}s is absurd")
+    return ns * 1e-9
+
+
+def _cgroups(entries: Any, events: Events) -> dict[int, domain.Origin | int]:
+    """Each cgroup id's origin, or its unattributed reason."""
+    found: dict[int, domain.Origin | int] = {}
+    for i, entry in enumerate(entries):
+        cgroup_id, attribution = entry.cgroup_id, entry.attribution
+        if cgroup_id in found:
+            raise bad(f"records.cgroups[{i}]", f"cgroup {cgroup_id} is listed twice")
+        try:
+            if not attribution.pod_uid:
+                reason = enum(attribution.unattributed_reason, 4)
+                if not reason:
+                    raise Problem("neither attributed nor an unattributed_reason")
+                found[cgroup_id] = reason
+                continue
+            cache_key = (cgroup_id, attribution.SerializeToString())
+            origin = events.origins.get(cache_key)
+            if origin is None:
+                origin = events.origins[cache_key] = origin_of(attribution, events.node, cgroup_id)
+            found[cgroup_id] = origin
+        except Problem as problem:
+            raise bad(f"records.cgroups[{i}]", str(problem)) from None
+    return found
+
+
+def _plan(
+    data: bytes, start: int, strings: list[str], cgroups: dict[int, domain.Origin | int], now: float
+) -> Plan | Counted:
+    where = f"records[{start // SIZE}]"
+    _, cgroup_id, pid, ppid, uid, comm, kind, bits, s1, s2, value, n1, n2, hits = (
+        RECORD.unpack_from(data, start)
+    )
+    build = PAYLOADS.get(kind)
+    if build is None:
+        raise bad(where, f"event type {kind} does not travel as a record")
+    origin = cgroups.get(cgroup_id)
+    if origin is None:
+        raise bad(where, f"cgroup {cgroup_id} has no entry in records.cgroups")
+    if pid > MAX_PID or ppid > MAX_PID:
+        raise bad(where, "pid or ppid is absurd")
+    if isinstance(origin, int):
+        return (kind, origin)
+    try:
+        payload = build((bits, s1, s2, value, n1, n2, hits), strings)
+        name = strings[comm][:16]
+    except IndexError:
+        raise bad(where, f"a string index is past the {len(strings)} strings") from None
+    except Problem as problem:
+        raise bad(where, str(problem)) from None
+    return Plan(domain.Event(now, origin, pid, ppid, uid, name, payload))
