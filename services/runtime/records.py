@@ -33,8 +33,11 @@ RECORD = struct.Struct("<QQIIIIHHIIiIIQ")
 SIZE = RECORD.size
 _EARLIEST_NS, _LATEST_NS = EARLIEST * 10**9, LATEST * 10**9
 _MAX_STRING = domain.MAX_PATH_BYTES
+# From offset 8: cgroup_id, (pid, ppid, uid skipped), comm, event_type, bits, s1, s2.
+_KEY_FIELDS = struct.Struct("<Q12xIHHII")
 Counted = tuple[int, int]  # (event type, unattributed reason)
 Origins = dict[tuple[int, bytes], domain.Origin]
+Known = dict[tuple[Any, ...], "Plan | Counted"]
 
 
 class Events(Protocol):
@@ -43,6 +46,7 @@ class Events(Protocol):
     node: str
     now: float
     origins: Origins
+    known_records: Known
 
     def take(self) -> tuple[Plan | Counted, float]:
         """Return the next Event message's plan (or unattributed count key) and time."""
@@ -102,6 +106,12 @@ PAYLOADS: dict[int, Callable[[_Fields, list[str]], domain.Payload]] = {
     event_pb2.EVENT_TYPE_SYSCALL_DEVIATION: _deviation,
 }
 
+# The kinds whose s1 names a string (s2 is used by flows only); unused indices are ignored.
+_USES_S1 = frozenset(PAYLOADS) - {
+    event_pb2.EVENT_TYPE_PROCESS_FORK,
+    event_pb2.EVENT_TYPE_PROCESS_EXIT,
+}
+
 
 def read(
     message: Any, events: Events, collapser: Collapser, unattributed: dict[Counted, int]
@@ -127,7 +137,7 @@ def read(
             if data[start + 32 : start + 34] == b"\0\0":
                 plan, at = events.take()
             else:
-                plan = seen[key] = _plan(data, start, strings, cgroups, events.now)
+                plan = seen[key] = _known(data, start, strings, cgroups, events)
                 at = _time(data, start, offset, events.now)
         else:
             at = _time(data, start, offset, events.now)
@@ -136,6 +146,33 @@ def read(
         else:
             unattributed[plan] = unattributed.get(plan, 0) + 1
     return len(data) // SIZE
+
+
+Cgroups = dict[int, domain.Origin | int]
+
+
+def _known(
+    data: bytes, start: int, strings: list[str], cgroups: Cgroups, events: Events
+) -> Plan | Counted:
+    """The plan of a record new to this batch, from the node's earlier batches when one had an
+    equal record (equal fields, strings and attribution)."""
+    cgroup_id, comm, kind, bits, s1, s2 = _KEY_FIELDS.unpack_from(data, start + 8)
+    count = len(strings)
+    origin = cgroups.get(cgroup_id)
+    key = (
+        id(origin) if isinstance(origin, domain.Origin) else origin,
+        data[start + 16 : start + 28],
+        strings[comm] if comm < count else None,
+        kind,
+        bits,
+        strings[s1] if s1 < count and kind in _USES_S1 else None,
+        strings[s2] if s2 < count and kind == event_pb2.EVENT_TYPE_NETWORK_FLOW else None,
+        data[start + 44 : start + SIZE],
+    )
+    plan = events.known_records.get(key)
+    if plan is None:
+        plan = events.known_records[key] = _plan(data, start, strings, cgroups, events.now)
+    return plan
 
 
 def _time(data: bytes, start: int, offset: int, now: float) -> float:

@@ -150,20 +150,24 @@ def _header_size(request: pb.ReportEventsRequest) -> int:
 
 
 class Plans:
-    """Translated events by node and encoding (times cut off), kept across batches: agents
-    report the same behaviour batch after batch, so most events are validated only once.
-    Bounded: all is dropped when it holds `limit` events. Safe to share between threads."""
+    """Translated events by node, kept across batches: agents report the same behaviour batch
+    after batch, so most events are validated only once. Event messages are keyed by their
+    encoding with the times cut off, records by their fields with the strings resolved; both
+    share the node's origins. Bounded: all is dropped when it holds `limit` events. Safe to
+    share between threads."""
 
     def __init__(self, limit: int = 200_000) -> None:
         self.limit = limit
-        self.nodes: dict[str, tuple[dict[bytes, Plan | Counted], Origins]] = {}
+        self.nodes: dict[str, tuple[dict[bytes, Plan | Counted], Origins, records.Known]] = {}
 
-    def of(self, node: str, expected: int) -> tuple[dict[bytes, Plan | Counted], Origins]:
+    def of(
+        self, node: str, expected: int
+    ) -> tuple[dict[bytes, Plan | Counted], Origins, records.Known]:
         """Return the plans and origins of `node`, making room for `expected` more plans."""
-        size = sum(len(plans) for plans, _ in self.nodes.values())
+        size = sum(len(plans) + len(known) for plans, _, known in self.nodes.values())
         if size + expected > self.limit:
             self.nodes = {}
-        return self.nodes.setdefault(node, ({}, {}))
+        return self.nodes.setdefault(node, ({}, {}, {}))
 
 
 def batch(request: pb.ReportEventsRequest, now: float, plans: Plans | None = None) -> domain.Batch:
@@ -171,9 +175,10 @@ def batch(request: pb.ReportEventsRequest, now: float, plans: Plans | None = Non
     InvalidArgument on the first problem, an oversized batch before anything else. Pass the
     same `plans` to every call to reuse translations of events seen in earlier batches."""
     _check_header(request)
-    known, origins = (plans or Plans()).of(request.node_name, len(request.events))
+    total = len(request.events) + len(request.records.data) // records.SIZE
+    known, origins, known_records = (plans or Plans()).of(request.node_name, total)
     try:
-        return _batch(request, _Events(request, now, known, origins))
+        return _batch(request, _Events(request, now, known, origins, known_records))
     except InvalidArgument:
         _check_size(request.ByteSize())  # the error path may afford the exact size
         raise
@@ -193,8 +198,10 @@ class _Events:
         now: float,
         plans: dict[bytes, Plan | Counted],
         origins: Origins,
+        known_records: records.Known,
     ) -> None:
         self.node, self.now, self.plans, self.origins = request.node_name, now, plans, origins
+        self.known_records = known_records
         self.events = request.events
         self.index = 0
         self.size = 0  # encoded bytes of the events taken so far

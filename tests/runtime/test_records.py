@@ -183,3 +183,17 @@ def test_a_server_reads_records_and_says_so(tmp_path: Path) -> None:
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
         node = stub.ListNodes(pb.ListNodesRequest(), timeout=5).nodes[0]
         assert node.last_acknowledged_sequence == 1 and node.events_received == 2
+
+
+def test_translations_of_records_are_reused_whatever_the_string_order() -> None:
+    plans = wire.Plans()
+    events = [b.wire_open("/etc/app.conf"), b.wire_flow("10.0.0.5", 5432)]
+    first = wire.batch(packed(b.batch(1, events)), NOW, plans)
+    second = wire.batch(packed(b.batch(2, events[::-1])), NOW, plans)  # strings in another order
+    assert [s.event.payload for s in first.steps] == [s.event.payload for s in second.steps][::-1]
+    assert all(
+        a.event.payload is z.event.payload
+        for a, z in zip(first.steps, second.steps[::-1], strict=True)
+    )
+    _, _, known = plans.nodes["n1"]
+    assert len(known) == 2

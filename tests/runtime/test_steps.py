@@ -125,6 +125,6 @@ def test_translations_are_reused_across_batches_per_node() -> None:
     assert other.steps[1].event.origin.node == "n2"
     small = wire.Plans(limit=5)
     wire.batch(b.batch(1, scenario()), b.T0, small)
-    assert sum(len(p) for p, _ in small.nodes.values()) > 5  # grows within a batch, then
+    assert sum(len(p) for p, _, _ in small.nodes.values()) > 5  # grows within a batch, then
     wire.batch(b.batch(2, scenario()[:2]), b.T0, small)  # is dropped when the next overflows
-    assert sum(len(p) for p, _ in small.nodes.values()) == 2
+    assert sum(len(p) for p, _, _ in small.nodes.values()) == 2
