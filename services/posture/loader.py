@@ -29,9 +29,14 @@ HEADER_ONLY_KINDS = frozenset({"CustomResourceDefinition"})
 HEADER_ONLY_MIN_BYTES = 64 * 1024
 _HEADER_KEYS = frozenset({"apiVersion", "kind", "metadata"})
 
-_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)", re.MULTILINE)
-_TOP_KEY = re.compile(r"^([A-Za-z_][\w.-]*)[ \t]*:", re.MULTILINE)
-_TOP_KIND = re.compile(r"^kind[ \t]*:[ \t]*[\"']?([A-Za-z0-9]+)[\"']?[ \t]*(?:#.*)?$", re.MULTILINE)
+# A document marker after a newline: a literal first character lets the regex engine skip ahead
+# (a MULTILINE `^` pattern is tried at every position, and most bytes are in huge CRDs).
+_MARKER = re.compile(r"\n(?:---|\.\.\.)(?=[ \t\r\n]|$)")
+# Top-level keys of a document that `_parse_header_only` prefixes with a newline.
+_TOP_KEY = re.compile(r"\n([A-Za-z_][\w.-]*)[ \t]*:")
+_TOP_KIND = re.compile(
+    r"\nkind[ \t]*:[ \t]*[\"']?([A-Za-z0-9]+)[\"']?[ \t]*(?:#.*)?$", re.MULTILINE
+)
 _BLANK_LINE = re.compile(r"[ \t]*(?:#.*)?\r?")
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -151,11 +156,7 @@ def _load_json(text: str, uri: str) -> tuple[list[Manifest], list[ScanError]] | 
 
 def _split_documents(text: str) -> Iterator[_Chunk]:
     """Cut the stream at `---`/`...` lines so one bad document cannot spoil the others."""
-    starts = [0]
-    for match in _MARKER.finditer(text):
-        if match.start() > 0:
-            starts.append(match.start())
-    starts.append(len(text))
+    starts = [0, *(match.start() + 1 for match in _MARKER.finditer(text)), len(text)]
     index = 0
     line = 1
     for begin, end in itertools.pairwise(starts):
@@ -196,12 +197,13 @@ def _parse_chunk(chunk: _Chunk) -> Any:
 
 def _parse_header_only(text: str) -> dict[str, Any] | None:
     """Parse only apiVersion/kind/metadata of a large document of a HEADER_ONLY_KINDS kind."""
+    text = "\n" + text
     kinds = _TOP_KIND.findall(text)
     if len(kinds) != 1 or kinds[0] not in HEADER_ONLY_KINDS:
         return None
     keys = list(_TOP_KEY.finditer(text))
     bounds = zip(keys, [k.start() for k in keys[1:]] + [len(text)], strict=True)
-    parts = [text[key.start() : end] for key, end in bounds if key.group(1) in _HEADER_KEYS]
+    parts = [text[key.start() + 1 : end] for key, end in bounds if key.group(1) in _HEADER_KEYS]
     parsed = _parse_yaml("\n".join(parts), 1)
     if not isinstance(parsed, dict) or parsed.get("kind") not in HEADER_ONLY_KINDS:
         return None

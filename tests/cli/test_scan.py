@@ -37,6 +37,20 @@ def test_json_report_and_fail_on(tmp_path: Path) -> None:
     assert code == 0
 
 
+def test_json_is_utf8_with_names_as_written(tmp_path: Path) -> None:
+    pod = tmp_path / "pod.yaml"
+    pod.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: café}\n"
+        "spec: {containers: [{name: c, image: nginx}]}\n",
+        encoding="utf-8",
+    )
+    code, stdout = run("scan", str(pod), "--format", "json")
+    assert code == 0
+    document = json.loads(stdout)
+    assert document["findings"]
+    assert {f["object"]["name"] for f in document["findings"]} == {"café"}
+
+
 def test_sarif_output(tmp_path: Path) -> None:
     code, stdout = run("scan", str(BAD_PODS), "--format", "sarif")
     assert code == 0
@@ -159,3 +173,21 @@ def test_progress_bar_only_at_a_terminal(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["findings"]
     piped = subprocess.run(argv, capture_output=True, timeout=60, check=False)
     assert b"reading manifests" not in piped.stderr and b"evaluating" not in piped.stderr
+
+
+def test_json_scan_loads_no_rich() -> None:
+    """rich is for the table and the terminal's progress line; a CI scan should not pay for it."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from cli.__main__ import main\n"
+        f"try:\n    main(['scan', {str(BAD_PODS)!r}, '--format', 'json'])\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m == 'rich' or m.startswith('rich.')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -32,6 +32,27 @@ def test_lines_and_document_indexes() -> None:
     ]
 
 
+POD = "apiVersion: v1\nkind: Pod\nmetadata: {name: %s}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "documents"),
+    [
+        ("---\n" + POD % "a", [("a", 0, 2)]),
+        (POD % "a" + "--- # next\n" + POD % "b", [("a", 0, 1), ("b", 1, 5)]),
+        (POD % "a" + "...\n---\n" + POD % "b", [("a", 0, 1), ("b", 1, 6)]),
+        (POD % "a" + "---\r\n" + POD % "b", [("a", 0, 1), ("b", 1, 5)]),
+        ("metadata: {name: a}\nkind: Pod\napiVersion: v1\n---", [("a", 0, 1)]),
+        (POD % "a" + "---x: 1\n", [("a", 0, 1)]),
+    ],
+    ids=["leading", "comment", "end-marker", "crlf", "trailing", "not-a-marker"],
+)
+def test_document_markers(text: str, documents: list[tuple[str, int, int]]) -> None:
+    manifests, errors = load_text(text, "markers.yaml")
+    assert not errors
+    assert [(m.name, m.location.document, m.location.line) for m in manifests] == documents
+
+
 def test_json_file_and_list() -> None:
     pod = '{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "namespace": "n"}}'
     text = '{"apiVersion": "v1", "kind": "List", "items": [' + pod + "]}"

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from services.posture.rules.engine import selector_matches
-from tests.posture.test_rules_workload import LABELS, Case, check_case, deployment, policy
+from tests.posture.test_rules_workload import (
+    LABELS,
+    Case,
+    check_case,
+    deployment,
+    findings_of,
+    policy,
+)
 
 
 def namespace(name: str = "shop", **labels: str) -> dict[str, Any]:
@@ -85,3 +92,63 @@ def test_network_control(case: Case) -> None:
 )
 def test_label_selector_semantics(selector: Any, matches: bool) -> None:
     assert selector_matches(selector, {"app": "shop", "tier": "web"}) is matches
+
+
+def labelled(name: str, labels: dict[str, str], namespace: str = "shop") -> dict[str, Any]:
+    """A Deployment whose pods carry `labels`."""
+    obj = deployment(name=name, namespace=namespace)
+    obj["spec"]["template"]["metadata"]["labels"] = labels
+    return obj
+
+
+def selecting_service(selector: dict[str, str], name: str, port: int = 80) -> dict[str, Any]:
+    obj = service("NodePort", port, name)
+    obj["spec"]["selector"] = selector
+    return obj
+
+
+WEB = {"app": "shop", "tier": "web", "zone": "a"}
+
+
+# Services are looked up through one pair of their selector; every pair must still match.
+@pytest.mark.parametrize(
+    ("selector", "selects"),
+    [
+        ({"app": "shop", "tier": "web"}, True),
+        ({"zone": "a", "tier": "web"}, True),
+        ({"app": "shop", "tier": "db"}, False),
+        ({"tier": "web", "role": "x"}, False),
+        ({"app": "other"}, False),
+        ({}, False),
+    ],
+    ids=str,
+)
+def test_service_selection_needs_every_selector_pair(
+    selector: dict[str, str], selects: bool
+) -> None:
+    objects = [labelled("web", WEB), labelled("elsewhere", WEB, "other")]
+    exposed = findings_of([*objects, selecting_service(selector, "front")], "NET-04")
+    assert [f.object.name for f in exposed] == (["web"] if selects else [])
+    ssh = findings_of([*objects, selecting_service(selector, "sshd", 22)], "NET-06")
+    assert [f.object.name for f in ssh] == (["sshd"] if selects else [])
+
+
+def test_exposure_lists_every_selecting_service() -> None:
+    services = [
+        selecting_service({"tier": "web"}, "b"),
+        selecting_service({"app": "shop"}, "a"),
+        selecting_service({"app": "shop", "tier": "db"}, "c"),
+    ]
+    (finding,) = findings_of([labelled("web", WEB), *services], "NET-04")
+    assert finding.message.endswith("via Service/a (NodePort), Service/b (NodePort)")
+
+
+def test_policy_coverage_is_judged_per_namespace_and_label_set() -> None:
+    objects = [
+        labelled("covered", {"app": "shop"}),
+        labelled("twin", {"app": "shop"}),
+        labelled("uncovered", {"app": "shop"}, "net"),
+        labelled("other-labels", {"app": "db"}),
+    ]
+    unselected = findings_of(objects, "NET-01")
+    assert sorted(f.object.name for f in unselected) == ["other-labels", "uncovered"]

@@ -7,7 +7,7 @@ Area modules (containers, pod, rbac, network, ...) register their checks on a `R
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -60,11 +60,13 @@ class Hit:
 
 @dataclass(frozen=True)
 class Context:
-    """Everything a check may look up beyond its own object, built once per evaluation."""
+    """Everything a check may look up beyond its own object, built once per evaluation;
+    `pod_views` holds the PodView of every workload."""
 
     settings: RuleSettings
     by_kind: Mapping[str, Sequence[Manifest]]
     service_accounts: ServiceAccounts
+    pod_views: Sequence[PodView] = ()
     _cache: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def of_kind(self, *kinds: str) -> Iterator[Manifest]:
@@ -77,6 +79,14 @@ class Context:
             self._cache[name] = build(self)
         result: T = self._cache[name]
         return result
+
+    def memo(self, name: str, key: Hashable, compute: Callable[[], T]) -> T:
+        """`compute()` once per `key` of the table `name`: for an answer several checks (or
+        several workloads) ask for with the same inputs."""
+        table: dict[Hashable, T] = self.index(name, lambda _: {})
+        if key not in table:
+            table[key] = compute()
+        return table[key]
 
 
 class Scope(enum.Enum):

@@ -22,13 +22,11 @@ from services.posture.rules.engine import (
     selector_matches,
 )
 from services.posture.workload import (
-    POD_SPEC_PATHS,
     PodView,
     as_list,
     as_map,
     as_str,
     effective_namespace,
-    pod_view,
     string_list,
 )
 
@@ -106,8 +104,24 @@ def policies(ctx: Context) -> tuple[Policy, ...]:
     )
 
 
+def _policies_by_namespace(ctx: Context) -> Mapping[str | None, list[Policy]]:
+    """Namespaced policies by namespace, and cluster-wide ones under None."""
+    table: dict[str | None, list[Policy]] = defaultdict(list)
+    for policy in policies(ctx):
+        table[None if policy.cluster_wide else policy.namespace].append(policy)
+    return table
+
+
 def selecting(pod: PodView, ctx: Context) -> list[Policy]:
-    return [p for p in policies(ctx) if p.selects(pod)]
+    """The policies that select `pod`: only its namespace's and cluster-wide ones can. Answered
+    once per namespace and label set, as NET-01, NET-02 and NET-09 all ask."""
+
+    def compute() -> list[Policy]:
+        table = ctx.index("network-policies-by-namespace", _policies_by_namespace)
+        candidates = (*table.get(pod.namespace, ()), *table.get(None, ()))
+        return [p for p in candidates if p.selects(pod)]
+
+    return ctx.memo("network-selecting", (pod.namespace, frozenset(pod.labels.items())), compute)
 
 
 def restricted(chosen: Sequence[Policy], direction: str) -> bool:
@@ -214,11 +228,34 @@ def _service(manifest: Manifest) -> Service:
     return Service(manifest, as_str(spec.get("type")), selector)
 
 
-def _services_by_namespace(ctx: Context) -> Mapping[str, list[Service]]:
+@dataclass(frozen=True)
+class NamespaceServices:
+    """The Services of one namespace, each indexed under one pair of its selector (its anchor):
+    a pod's labels must hold every pair, so only Services anchored on one of them can match."""
+
+    services: Sequence[Service]
+    by_anchor: Mapping[tuple[str, str], Sequence[int]]
+
+    @classmethod
+    def of(cls, services: Sequence[Service]) -> NamespaceServices:
+        by_anchor: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for position, service in enumerate(services):
+            if service.selector:
+                by_anchor[min(service.selector)].append(position)
+        return cls(services, by_anchor)
+
+    def selecting(self, labels: Mapping[str, str]) -> list[Service]:
+        """The Services that select `labels`, in manifest order."""
+        positions = {p for pair in labels.items() for p in self.by_anchor.get(pair, ())}
+        chosen = (self.services[p] for p in sorted(positions))
+        return [service for service in chosen if service.selects(labels)]
+
+
+def _services_by_namespace(ctx: Context) -> Mapping[str, NamespaceServices]:
     table: dict[str, list[Service]] = defaultdict(list)
     for manifest in ctx.of_kind("Service"):
         table[effective_namespace(manifest)].append(_service(manifest))
-    return table
+    return {namespace: NamespaceServices.of(services) for namespace, services in table.items()}
 
 
 def _ingress_backends(ingress: Manifest) -> Iterator[str]:
@@ -234,8 +271,9 @@ def _ingress_backends(ingress: Manifest) -> Iterator[str]:
 
 def exposures(pod: PodView, ctx: Context) -> list[str]:
     """'Service/x (NodePort)' or 'Ingress/y -> Service/x' for each external path to the pod."""
-    services = ctx.index("services", _services_by_namespace).get(pod.namespace, [])
-    selecting_pod = {s.manifest.name: s for s in services if s.selects(pod.labels)}
+    services = ctx.index("services", _services_by_namespace).get(pod.namespace)
+    chosen = services.selecting(pod.labels) if services is not None else []
+    selecting_pod = {s.manifest.name: s for s in chosen}
     found = []
     for name, service in selecting_pod.items():
         if service.type in EXTERNAL_SERVICE_TYPES:
@@ -286,13 +324,13 @@ def sensitive_exposed(pod: PodView, ctx: Context) -> Iterator[Hit]:
         yield Hit(("metadata", "name"), f"sensitive interface {app!r} is exposed externally")
 
 
-def _workload_labels(ctx: Context) -> Mapping[str, list[Mapping[str, str]]]:
-    by_namespace: dict[str, list[Mapping[str, str]]] = defaultdict(list)
-    for manifest in ctx.of_kind(*POD_SPEC_PATHS):
-        view = pod_view(manifest, ctx.service_accounts)
-        if view is not None:
-            by_namespace[view.namespace].append(view.labels)
-    return by_namespace
+def _workload_labels(ctx: Context) -> Mapping[tuple[str, str, str], list[Mapping[str, str]]]:
+    """(namespace, label, value) -> the label sets of the workloads there that carry it."""
+    table: dict[tuple[str, str, str], list[Mapping[str, str]]] = defaultdict(list)
+    for view in ctx.pod_views:
+        for key, value in view.labels.items():
+            table[(view.namespace, key, value)].append(view.labels)
+    return table
 
 
 @REGISTRY.object(
@@ -308,9 +346,14 @@ def _workload_labels(ctx: Context) -> Mapping[str, list[Mapping[str, str]]]:
 )  # fmt: skip
 def ssh_port(service: Manifest, ctx: Context) -> Iterator[Hit]:
     """An SSH server in a pod is an unaudited side door around Kubernetes' access control."""
-    labels = ctx.index("workload-labels", _workload_labels).get(effective_namespace(service), [])
     parsed = _service(service)
-    if not any(parsed.selects(workload) for workload in labels):
+    if not parsed.selector:
+        return
+    # A selected workload carries every pair of the selector, so any one pair narrows the search.
+    key, value = min(parsed.selector)
+    table = ctx.index("workload-labels", _workload_labels)
+    candidates = table.get((effective_namespace(service), key, value), ())
+    if not any(parsed.selects(workload) for workload in candidates):
         return
     for index, port in enumerate(as_list(as_map(service.body.get("spec")).get("ports"))):
         entry = as_map(port)

@@ -14,13 +14,21 @@ from services.posture.domain import (
     Finding,
     InvalidArgument,
     Manifest,
+    ObjectRef,
     ScanError,
     ScanReport,
     Suppression,
 )
 from services.posture.rules.engine import Context, Hit, Rule, RuleSettings, Scope
 from services.posture.suppress import SuppressionConfig, annotation_suppressions
-from services.posture.workload import PodView, as_map, effective_namespace, pod_view, render_path
+from services.posture.workload import (
+    Path,
+    PodView,
+    as_map,
+    effective_namespace,
+    pod_view,
+    render_path,
+)
 
 # Kinds no control judges directly but that other controls look up.
 CONTEXT_KINDS = frozenset(
@@ -79,12 +87,17 @@ def select(rules: Sequence[Rule], frameworks: Collection[str]) -> tuple[Rule, ..
     )
 
 
-def build_context(manifests: Sequence[Manifest], settings: RuleSettings) -> Context:
+def build_context(
+    manifests: Sequence[Manifest], settings: RuleSettings
+) -> tuple[Context, list[PodView | None]]:
+    """The scan's Context, and each manifest's PodView (None for kinds without a pod spec)."""
     by_kind: dict[str, list[Manifest]] = defaultdict(list)
     for manifest in manifests:
         by_kind[manifest.kind].append(manifest)
     accounts = {(effective_namespace(m), m.name): m.body for m in by_kind.get("ServiceAccount", [])}
-    return Context(settings, by_kind, accounts)
+    views = [pod_view(manifest, accounts) for manifest in manifests]
+    pod_views = tuple(view for view in views if view is not None)
+    return Context(settings, by_kind, accounts, pod_views), views
 
 
 def run(
@@ -93,21 +106,22 @@ def run(
     suppressions: SuppressionConfig,
     settings: RuleSettings,
 ) -> ScanReport:
-    ctx = build_context(manifests, settings)
+    ctx, views = build_context(manifests, settings)
     rule_set = RuleSet.of(rules)
     findings: dict[str, Finding] = {}
     errors: list[ScanError] = []
     ignored = 0
-    for manifest in manifests:
-        view = pod_view(manifest, ctx.service_accounts)
+    rendered: dict[Path, str] = {}
+    for manifest, view in zip(manifests, views, strict=True):
         known = view is not None or manifest.kind in rule_set.objects
         ignored += not (known or manifest.kind in CONTEXT_KINDS)
         metadata = as_map(manifest.body.get("metadata"))
         reasons, problems = annotation_suppressions(as_map(metadata.get("annotations")))
         errors.extend(ScanError(manifest.location, problem) for problem in problems)
+        ref = manifest.ref
         for rule, hit in _hits(manifest, view, rule_set, ctx, errors):
-            suppression = _suppression(rule, manifest, reasons, suppressions)
-            finding = _finding(rule, hit, manifest, suppression)
+            suppression = _suppression(rule.control.id, ref, reasons, suppressions)
+            finding = _finding(rule, hit, ref, _field_path(hit, rendered), suppression)
             findings.setdefault(finding.key, finding)
     ordered = sorted(findings.values(), key=_order)
     return ScanReport(tuple(ordered), tuple(errors), len(manifests), ignored)
@@ -153,20 +167,32 @@ def _call(rule: Rule, manifest: Manifest, view: PodView | None, ctx: Context) ->
 
 
 def _suppression(
-    rule: Rule, manifest: Manifest, reasons: Mapping[str, str], config: SuppressionConfig
+    control_id: str, ref: ObjectRef, reasons: Mapping[str, str], config: SuppressionConfig
 ) -> Suppression | None:
-    reason = reasons.get(rule.control.id)
+    reason = reasons.get(control_id)
     if reason is not None:
         return Suppression(reason, "annotation")
-    return config.match(rule.control.id, manifest.ref)
+    return config.match(control_id, ref)
 
 
-def _finding(rule: Rule, hit: Hit, manifest: Manifest, suppression: Suppression | None) -> Finding:
-    path = hit.path if isinstance(hit.path, str) else render_path(hit.path)
+def _field_path(hit: Hit, rendered: dict[Path, str]) -> str:
+    """The hit's path as text, memoised in `rendered`: a scan renders a few hundred distinct
+    paths thousands of times."""
+    if isinstance(hit.path, str):
+        return hit.path
+    text = rendered.get(hit.path)
+    if text is None:
+        text = rendered[hit.path] = render_path(hit.path)
+    return text
+
+
+def _finding(
+    rule: Rule, hit: Hit, ref: ObjectRef, path: str, suppression: Suppression | None
+) -> Finding:
     return Finding(
         control_id=rule.control.id,
         severity=rule.control.severity,
-        object=manifest.ref,
+        object=ref,
         field_path=path,
         message=hit.message,
         patch=hit.patch,

@@ -65,9 +65,15 @@ def _grants(pod: PodView, ctx: Context, predicate: rbac.Predicate) -> Iterator[s
 
 
 def _token_with(pod: PodView, ctx: Context, predicate: rbac.Predicate, what: str) -> Iterator[Hit]:
+    """A hit when the pod's mounted token has a grant matching `predicate`, which `what` names.
+
+    The grants depend on the ServiceAccount alone, and many pods share one: they are found once
+    per (what, ServiceAccount).
+    """
     if not pod.automount.value:
         return
-    chains = list(_grants(pod, ctx, predicate))
+    key = (what, pod.namespace, pod.service_account)
+    chains = ctx.memo("sa-token-grants", key, lambda: list(_grants(pod, ctx, predicate)))
     if chains:
         message = f"mounted token of {pod.service_account!r} {what} via {chains[0]}"
         yield _automount_hit(pod, message + (f" and {len(chains) - 1} more" if chains[1:] else ""))
