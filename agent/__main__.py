@@ -16,11 +16,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from parallax.runtime.v1 import event_pb2, runtime_service_pb2
+from parallax.runtime.v1 import runtime_service_pb2
 from parallax.runtime.v1.runtime_service_pb2_grpc import RuntimeServiceStub
 from parallax.type.v1 import platform_pb2
 
 from agent import check
+from agent.attributed import Item
 from agent.attribution import kube, paths
 from agent.attribution.attributor import Attributor
 from agent.attribution.pods import PodIndex
@@ -54,12 +55,13 @@ class CgroupRecord(Protocol):
 
 
 class KernelRead(Protocol):
-    """What one read of the kernel side returns: events in read order (cgroup_id set,
-    attribution empty) and the cgroup changes seen since the previous read."""
+    """What one read of the kernel side returns: events in read order (Event messages with
+    cgroup_id set and attribution empty, or compact records) and the cgroup changes seen since
+    the previous read."""
 
     @property
-    def events(self) -> Sequence[event_pb2.Event]:
-        """Events with cgroup_id set and attribution empty."""
+    def events(self) -> Sequence[Item]:
+        """Events in either form, unattributed."""
 
     @property
     def cgroups(self) -> Sequence[CgroupRecord]:
@@ -94,7 +96,9 @@ def pump(
         for change in read.cgroups:
             if change.created:
                 attributor.learn(change.cgroup_id, change.path)
-        sender.submit(attributor.attribute(read.events) + attributor.tick())
+        ready = attributor.attribute(read.events)
+        ready.extend(attributor.tick())
+        sender.submit(ready)
         sender.set_drops(dict(source.drops()))
         metrics.held.set(attributor.held)
 
@@ -146,6 +150,7 @@ def main() -> None:
         batch_events=settings.batch_events,
         batch_latency=settings.batch_latency,
         buffer_events=settings.buffer_events,
+        records=settings.records,
     )
     credentials = settings.runtime_tls.channel_credentials() if settings.runtime_tls else None
     source = KernelSource(

@@ -58,6 +58,7 @@ class Settings:
     grace_seconds: float
     learn_new: bool
     report_seconds: float
+    records: bool
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -90,4 +91,7 @@ class Settings:
             # How often learning cgroups' syscall sets (and de-duplicated counts) are reported;
             # a learning window must be longer than this to see the last report.
             report_seconds=number(env, "PARALLAX_REPORT_SECONDS", 5.0, low=0.1, high=600.0),
+            # Ship high-volume events as packed records (EventRecords) to a runtime that reads
+            # them; "false" sends one Event message each, several times the CPU per event.
+            records=text(env, "PARALLAX_AGENT_RECORDS", "true").lower() == "true",
         )

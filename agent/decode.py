@@ -18,19 +18,19 @@ from parallax.type.v1 import platform_pb2
 from agent.probes import dns
 
 HEADER = struct.Struct("<IIIIQQ16s")
-_DEVIATION = struct.Struct("<II")
+DEVIATION = struct.Struct("<II")
 # The body of an exec record (process.c struct exec_event after the header).
 EXEC = struct.Struct("<IIIIIi3HH3II256s1024s1024s")
 _ARG_SLOT, _ARG_MAX, _CWD_NAME, _CWD_UNKNOWN = 128, 256, 64, 0xFFFF
-_PAIR = struct.Struct("<II")  # fork: child pid; exit: exit code; cap: number, allowed
-_OPEN = struct.Struct("<iIII256s")
-_FLOW = struct.Struct("<QBBHHH16s16s")
+PAIR = struct.Struct("<II")  # fork: child pid; exit: exit code; cap: number, allowed
+OPEN = struct.Struct("<iIII256s")
+FLOW = struct.Struct("<QBBHHH16s16s")
 _DNS = struct.Struct("<BBHI16s512s")
 _CGROUP = struct.Struct("<256s")
 CGROUP_MKDIR, CGROUP_RMDIR = 16, 17
 ARCH = platform_pb2.ARCHITECTURE_X86_64
-_PROTOCOLS = {6: platform_pb2.PROTOCOL_TCP, 17: platform_pb2.PROTOCOL_UDP}
-_FAMILIES = {2: pb.ADDRESS_FAMILY_INET, 10: pb.ADDRESS_FAMILY_INET6}
+PROTOCOLS = {6: platform_pb2.PROTOCOL_TCP, 17: platform_pb2.PROTOCOL_UDP}
+FAMILIES = {2: pb.ADDRESS_FAMILY_INET, 10: pb.ADDRESS_FAMILY_INET6}
 # One readable block; a capability's number is its index.
 CAPABILITIES = (  # noqa: SIM905
     "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP "
@@ -74,10 +74,12 @@ def capability_name(number: int) -> str:
     return "CAP_" + (CAPABILITIES[number] if number < len(CAPABILITIES) else str(number))
 
 
-def _cstr(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode(errors="replace")
+def cstr(raw: bytes) -> str:
+    """A NUL-terminated byte field as text."""
+    return raw.partition(b"\0")[0].decode(errors="replace")
 
 
+@functools.lru_cache(maxsize=4096)  # peers repeat; ipaddress costs microseconds per call
 def address(family: int, raw: bytes) -> str:
     """Text form of an IPv4 (first 4 bytes) or IPv6 address."""
     if family == 2:
@@ -85,7 +87,7 @@ def address(family: int, raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw[:16]))
 
 
-_BOOT_OFFSET_NS = time.time_ns() - time.monotonic_ns()
+BOOT_OFFSET_NS = time.time_ns() - time.monotonic_ns()
 
 
 def decode(record: bytes) -> pb.Event | CgroupChange | None:
@@ -93,10 +95,10 @@ def decode(record: bytes) -> pb.Event | CgroupChange | None:
     kind, pid, ppid, uid, ts, cgid, comm = HEADER.unpack_from(record)
     body = record[HEADER.size :]
     if kind in (CGROUP_MKDIR, CGROUP_RMDIR):
-        return CgroupChange(cgid, _cstr(_CGROUP.unpack_from(body)[0]), kind == CGROUP_MKDIR)
+        return CgroupChange(cgid, cstr(_CGROUP.unpack_from(body)[0]), kind == CGROUP_MKDIR)
     event = pb.Event(monotonic_ns=ts, cgroup_id=cgid, pid=pid, ppid=ppid, uid=uid)
-    event.comm = _cstr(comm)
-    event.event_time.FromNanoseconds(ts + _BOOT_OFFSET_NS)
+    event.comm = cstr(comm)
+    event.event_time.FromNanoseconds(ts + BOOT_OFFSET_NS)
     builder = _BUILDERS.get(kind)
     if builder is None:
         return None
@@ -105,7 +107,7 @@ def decode(record: bytes) -> pb.Event | CgroupChange | None:
 
 
 def _deviation(event: pb.Event, body: bytes) -> None:
-    nr, _ = _DEVIATION.unpack_from(body)
+    nr, _ = DEVIATION.unpack_from(body)
     d = event.syscall_deviation
     d.arch, d.syscall_number, d.syscall_name, d.count = ARCH, nr, syscall_name(nr), 1
 
@@ -115,7 +117,7 @@ def _exec(event: pb.Event, body: bytes) -> None:
     euid, gid, egid, args_len, flags, ret = fields[:6]
     modes, depth, rdevs, (path, args, cwd) = fields[6:9], fields[9], fields[10:13], fields[14:]
     e = event.exec
-    e.path, e.euid, e.gid, e.egid, e.return_value = _cstr(path), euid, gid, egid, ret
+    e.path, e.euid, e.gid, e.egid, e.return_value = cstr(path), euid, gid, egid, ret
     if flags & 2:  # a failed exec: argv[i] in slot i, read from the caller's memory
         argv = [
             args[i * _ARG_SLOT : (i + 1) * _ARG_SLOT].split(b"\0", 1)[0] for i in range(args_len)
@@ -131,7 +133,7 @@ def _exec(event: pb.Event, body: bytes) -> None:
         fd_kind(mode, rdev) for mode, rdev in zip(modes, rdevs, strict=True)
     )
     if depth != _CWD_UNKNOWN:
-        names = [_cstr(cwd[i * _CWD_NAME : (i + 1) * _CWD_NAME]) for i in range(depth)]
+        names = [cstr(cwd[i * _CWD_NAME : (i + 1) * _CWD_NAME]) for i in range(depth)]
         e.cwd = "/" + "/".join(reversed(names))
 
 
@@ -154,30 +156,30 @@ _TTY_MAJORS = frozenset({4, 5, *range(136, 144)})
 
 
 def _fork(event: pb.Event, body: bytes) -> None:
-    event.process_fork.child_pid = _PAIR.unpack_from(body)[0]
+    event.process_fork.child_pid = PAIR.unpack_from(body)[0]
 
 
 def _exit(event: pb.Event, body: bytes) -> None:
-    code = _PAIR.unpack_from(body)[0]
+    code = PAIR.unpack_from(body)[0]
     event.process_exit.exit_code = (code >> 8) & 0xFF
     event.process_exit.signal = code & 0x7F
 
 
 def _open(event: pb.Event, body: bytes) -> None:
-    ret, flags, mode, _, path = _OPEN.unpack_from(body)
+    ret, flags, mode, _, path = OPEN.unpack_from(body)
     f = event.file_open
-    f.path, f.flags, f.mode, f.return_value, f.count = _cstr(path), flags, mode, ret, 1
+    f.path, f.flags, f.mode, f.return_value, f.count = cstr(path), flags, mode, ret, 1
 
 
 def _flow(event: pb.Event, body: bytes) -> None:
-    _, direction, family, proto, rport, lport, remote, local = _FLOW.unpack_from(body)
+    _, direction, family, proto, rport, lport, remote, local = FLOW.unpack_from(body)
     f = event.network_flow
     f.direction, f.family, f.count = (
         direction,
-        _FAMILIES.get(family, pb.ADDRESS_FAMILY_UNSPECIFIED),
+        FAMILIES.get(family, pb.ADDRESS_FAMILY_UNSPECIFIED),
         1,
     )
-    f.protocol = _PROTOCOLS.get(proto, platform_pb2.PROTOCOL_UNSPECIFIED)
+    f.protocol = PROTOCOLS.get(proto, platform_pb2.PROTOCOL_UNSPECIFIED)
     f.remote_address, f.remote_port = address(family, remote), rport
     if lport:
         f.local_address, f.local_port = address(family, local), lport
@@ -198,7 +200,7 @@ def dns_transaction(record: bytes) -> tuple[int, bool]:
 
 
 def _cap(event: pb.Event, body: bytes) -> None:
-    number, allowed = _PAIR.unpack_from(body)
+    number, allowed = PAIR.unpack_from(body)
     c = event.capability_use
     c.capability_name, c.capability_number = capability_name(number), number
     c.allowed, c.count = bool(allowed), 1

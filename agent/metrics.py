@@ -12,7 +12,8 @@ from wsgiref.simple_server import WSGIServer
 from parallax.runtime.v1 import blind_spot_pb2, event_pb2
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from agent.ship.outbox import DropKey, event_type
+from agent.attributed import Attributed, attributed
+from agent.ship.outbox import DropKey
 
 
 def _label(enum_name: str, prefix: str) -> str:
@@ -57,16 +58,14 @@ class AgentMetrics:
         )
         self.reconnects = counter("parallax_agent_stream_reconnects", "Event streams reopened.")
 
-    def observe(self, events: Iterable[event_pb2.Event]) -> None:
+    def observe(self, events: Attributed | Iterable[event_pb2.Event]) -> None:
         """Count events handed to the shipper, and those among them without a pod."""
-        tally = collections.Counter(
-            (event_type(event), event.attribution.unattributed_reason) for event in events
-        )
+        tally = attributed(events).tally()
         by_type: collections.Counter[int] = collections.Counter()
         for (kind, reason), n in tally.items():
             by_type[kind] += n
             if reason:
-                name = event_pb2.UnattributedReason.Name(reason)
+                name = event_pb2.UnattributedReason.Name(reason)  # type: ignore[arg-type]
                 label = _label(name, "UNATTRIBUTED_REASON_")
                 self.unattributed.labels(type_label(kind), label).inc(n)
         for known, n in by_type.items():

@@ -1,7 +1,9 @@
 """Ties events to pods: cgroup id → cgroup path (learned from `cgroup_mkdir` and a walk of the
 hierarchy) → pod UID and container ID → pod metadata (API server or local registry). Events of
 cgroups not yet resolvable are held for a bounded time and count, then released unattributed
-with a reason: never attributed to a wrong pod. Called by the agent's main loop."""
+with a reason: never attributed to a wrong pod. Each cgroup is resolved once per call, and
+compact records get their cgroup's attribution in the result's table, not one each. Called by
+the agent's main loop."""
 
 from __future__ import annotations
 
@@ -9,19 +11,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeAlias
 
 from parallax.runtime.v1 import event_pb2
 
+from agent.attributed import Attributed, Item, Resolved, attach, message
 from agent.attribution import paths
 from agent.attribution.pods import PodIndex, read_local
 
-Reason: TypeAlias = event_pb2.UnattributedReason.ValueType
-Resolved: TypeAlias = event_pb2.Attribution | Reason  # an attribution, or a final reason
 _UNKNOWN = event_pb2.UNATTRIBUTED_REASON_UNKNOWN_CGROUP
 _NO_METADATA = event_pb2.UNATTRIBUTED_REASON_METADATA_UNAVAILABLE
 _NOT_A_CONTAINER = event_pb2.UNATTRIBUTED_REASON_NOT_A_CONTAINER
 _MISSING = object()
+_UNSEEN = event_pb2.UnattributedReason.ValueType(-1)  # not a reason: a cgroup not yet resolved
 
 
 class Attributor:
@@ -42,7 +43,7 @@ class Attributor:
         self._cgroups: dict[int, paths.CgroupRef | None] = {}
         self._cache: dict[int, event_pb2.Attribution] = {}
         self._generation = -1
-        self._held: dict[int, deque[tuple[float, event_pb2.Event]]] = {}
+        self._held: dict[int, deque[tuple[float, Item]]] = {}
         self.held = 0
         self._last_rescan = float("-inf")
 
@@ -51,24 +52,33 @@ class Attributor:
         self._cgroups[cgroup_id] = paths.parse(path)
         self._cache.pop(cgroup_id, None)
 
-    def attribute(self, events: Iterable[event_pb2.Event]) -> list[event_pb2.Event]:
+    def attribute(self, events: Iterable[Item]) -> Attributed:
         """Attribute `events`; return those ready to ship, holding those of unresolved cgroups.
-        A cgroup's held events are released before its newer ones."""
-        ready: list[event_pb2.Event] = []
+        A cgroup's held events are released before its newer ones. Each cgroup is resolved once
+        per call (`seen`), so all its compact records share one attribution."""
+        ready = Attributed()
+        seen: dict[int, Resolved | None] = {}
+        append = ready.items.append
         for event in events:
-            cgroup = event.cgroup_id
-            found = self._resolve(cgroup)
+            cgroup = event[1] if isinstance(event, tuple) else event.cgroup_id
+            found = seen.get(cgroup, _UNSEEN)
+            if found is _UNSEEN:
+                found = seen[cgroup] = self._resolve(cgroup)
+                if found is not None:
+                    ready.cgroups[cgroup] = found
+                    if cgroup in self._held:
+                        self._release(cgroup, found, ready)
             if found is None:
-                self._hold(cgroup, event, ready)
-                continue
-            if cgroup in self._held:
-                self._release(cgroup, found, ready)
-            ready.append(_apply(event, found))
+                self._hold(cgroup, event, ready, seen)
+            elif isinstance(event, tuple):
+                append(event)
+            else:
+                append(attach(event, found))
         return ready
 
-    def tick(self) -> list[event_pb2.Event]:
+    def tick(self) -> Attributed:
         """Release held events whose cgroup became resolvable or whose hold time expired."""
-        now, ready = self._clock(), list[event_pb2.Event]()
+        now, ready = self._clock(), Attributed()
         unknown = any(c not in self._cgroups for c in self._held)
         if unknown and self._rescan is not None and now - self._last_rescan >= self._hold_seconds:
             self._last_rescan = now
@@ -77,11 +87,12 @@ class Attributor:
         for cgroup in list(self._held):
             found = self._resolve(cgroup)
             if found is not None:
+                ready.cgroups[cgroup] = found
                 self._release(cgroup, found, ready)
                 continue
             queue = self._held[cgroup]
             while queue and queue[0][0] <= now:
-                ready.append(self._expire(cgroup, queue.popleft()[1]))
+                self._expire(cgroup, queue.popleft()[1], ready)
             if not queue:
                 del self._held[cgroup]
         return ready
@@ -110,29 +121,29 @@ class Attributor:
             self._cache[cgroup_id] = found
         return found
 
-    def _hold(self, cgroup: int, event: event_pb2.Event, ready: list[event_pb2.Event]) -> None:
-        if self.held >= self._hold_limit:  # release the oldest cgroup's oldest event
-            oldest = next(iter(self._held))
-            ready.append(self._expire(oldest, self._held[oldest].popleft()[1]))
-            if not self._held[oldest]:
-                del self._held[oldest]
+    def _hold(
+        self, cgroup: int, event: Item, ready: Attributed, seen: dict[int, Resolved | None]
+    ) -> None:
         self._held.setdefault(cgroup, deque()).append((self._clock() + self._hold_seconds, event))
         self.held += 1
+        while self.held > self._hold_limit:  # release the oldest cgroup's oldest event
+            oldest = next(iter(self._held))
+            seen[oldest] = None  # held for the rest of the call: one attribution per cgroup
+            self._expire(oldest, self._held[oldest].popleft()[1], ready)
+            if not self._held[oldest]:
+                del self._held[oldest]
 
-    def _release(self, cgroup: int, found: Resolved, ready: list[event_pb2.Event]) -> None:
+    def _release(self, cgroup: int, found: Resolved, ready: Attributed) -> None:
         queue = self._held.pop(cgroup)
         self.held -= len(queue)
-        ready.extend(_apply(event, found) for _, event in queue)
+        ready.items.extend(e if isinstance(e, tuple) else attach(e, found) for _, e in queue)
 
-    def _expire(self, cgroup: int, event: event_pb2.Event) -> event_pb2.Event:
+    def _expire(self, cgroup: int, event: Item, ready: Attributed) -> None:
         self.held -= 1
         reason = _UNKNOWN if cgroup not in self._cgroups else _NO_METADATA
-        return _apply(event, reason)
-
-
-def _apply(event: event_pb2.Event, found: Resolved) -> event_pb2.Event:
-    if isinstance(found, event_pb2.Attribution):
-        event.attribution.CopyFrom(found)
-    else:
-        event.attribution.unattributed_reason = found
-    return event
+        if not isinstance(event, tuple):
+            ready.items.append(attach(event, reason))
+        elif ready.cgroups.setdefault(cgroup, reason) == reason:
+            ready.items.append(event)
+        else:  # the cgroup's other records in this result are attributed
+            ready.items.append(message(event, {cgroup: reason}))

@@ -20,10 +20,18 @@ Record = pb.Event | CgroupChange
 
 
 class Consumer:
-    """Calls `sink` with each raw record, from its own thread, until stopped (then drains)."""
+    """Calls `sink` with each raw record, from its own thread, until stopped (then drains), and
+    `drained` (when given) after each drain, so that a sink can hand records on in batches."""
 
-    def __init__(self, loader: Loader, sink: Callable[[bytes], None], interval: float = 0.025):
+    def __init__(
+        self,
+        loader: Loader,
+        sink: Callable[[bytes], None],
+        interval: float = 0.025,
+        drained: Callable[[], None] | None = None,
+    ):
         self._loader, self._sink, self._interval = loader, sink, interval
+        self._drained = drained
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         loader.table("events").open_ring_buffer(self._callback)
@@ -35,6 +43,8 @@ class Consumer:
     def consume(self) -> None:
         """Drain what the kernel has submitted so far (only when the thread is not running)."""
         self._loader.bpf.ring_buffer_consume()
+        if self._drained is not None:
+            self._drained()
 
     def start(self) -> None:
         """Start the timer thread."""

@@ -1,8 +1,9 @@
 """The kernel side as the agent's main loop sees it (`agent.__main__.KernelSource`): one loaded
 BPF object with every event group attached, container cgroups tracked (those present at start
 and those created later under the Kubernetes and local-pod prefixes), the ring buffer drained
-into a queue, and each learning cgroup's cumulative syscall set and the hit counts of
-de-duplicated events reported every few seconds and at the cgroup's removal."""
+into a queue (one list per drain, packable events in compact form: agent.compact), and each
+learning cgroup's cumulative syscall set and the hit counts of de-duplicated events reported
+every few seconds and at the cgroup's removal."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from parallax.runtime.v1 import blind_spot_pb2
 from parallax.runtime.v1 import event_pb2 as pb
 
-from agent.decode import ARCH, CgroupChange, decode, dns_transaction, syscall_name
+from agent.attributed import Item
+from agent.compact import decode_compact
+from agent.decode import ARCH, CgroupChange, dns_transaction, syscall_name
 from agent.probes.consumer import Consumer
 from agent.probes.control import Control, Mode, SyscallSetRead
 from agent.probes.counts import CountReport
@@ -33,7 +36,7 @@ MAX_READ = 20_000
 class Read:
     """What one `read` returns: decoded events and cgroup changes, in arrival order."""
 
-    events: list[pb.Event] = field(default_factory=list)
+    events: list[Item] = field(default_factory=list)
     cgroups: list[CgroupChange] = field(default_factory=list)
 
 
@@ -53,7 +56,8 @@ class KernelSource:
         self.control = Control(self.loader)
         self.counts = CountReport(self.control)
         self.dns = DnsPairs()
-        self._records: queue.SimpleQueue[pb.Event | CgroupChange] = queue.SimpleQueue()
+        self._records: queue.SimpleQueue[list[Item] | CgroupChange] = queue.SimpleQueue()
+        self._pending: list[Item] = []  # this drain's events, touched by the consumer only
         self._created: set[int] = set()
         self._report_every, self._last_report = report_every, time.monotonic()
         for prefix in PREFIXES:
@@ -63,17 +67,27 @@ class KernelSource:
                 self.control.track(cgroup_id)
         for group in EVENT_GROUPS:
             self.loader.attach(group)
-        self.consumer = Consumer(self.loader, self._sink)
+        self.consumer = Consumer(self.loader, self._sink, drained=self._drained)
         self.consumer.start()
 
     def _sink(self, raw: bytes) -> None:
         self.counts.remember(raw)
-        record = decode(raw)
-        if isinstance(record, pb.Event) and record.HasField("dns_query"):
-            for event in self.dns.add(record, *dns_transaction(raw)):
-                self._records.put(event)
-        elif record is not None:
+        record = decode_compact(raw)
+        if isinstance(record, tuple):
+            self._pending.append(record)
+        elif isinstance(record, pb.Event):
+            if record.HasField("dns_query"):
+                self._pending.extend(self.dns.add(record, *dns_transaction(raw)))
+            else:
+                self._pending.append(record)
+        elif record is not None:  # a cgroup change, queued at its place among the events
+            self._drained()
             self._records.put(record)
+
+    def _drained(self) -> None:
+        if self._pending:
+            self._records.put(self._pending)
+            self._pending = []
 
     def read(self, timeout: float) -> Read:
         """Wait up to `timeout` for the first record, then take what is queued (bounded)."""
@@ -84,7 +98,11 @@ class KernelSource:
             first = None
         pending = [] if first is None else [first]
         while pending and len(out.events) + len(out.cgroups) < MAX_READ:
-            self._file(pending.pop(), out)
+            taken = pending.pop()
+            if isinstance(taken, list):
+                out.events.extend(taken)
+            else:
+                self._file(taken, out)
             try:
                 pending.append(self._records.get_nowait())
             except queue.Empty:
@@ -96,19 +114,16 @@ class KernelSource:
             self._last_report = time.monotonic()
         return out
 
-    def _file(self, record: pb.Event | CgroupChange, out: Read) -> None:
-        if isinstance(record, CgroupChange):
-            if record.created:
-                self._created.add(record.cgroup_id)
-            else:
-                out.events.extend(self.syscall_sets({record.cgroup_id}))
-                out.events.extend(self.counts.report({record.cgroup_id}))
-                self.control.forget(record.cgroup_id)
-                self.counts.forget(record.cgroup_id)
-                self._created.discard(record.cgroup_id)
-            out.cgroups.append(record)
+    def _file(self, change: CgroupChange, out: Read) -> None:
+        if change.created:
+            self._created.add(change.cgroup_id)
         else:
-            out.events.append(record)
+            out.events.extend(self.syscall_sets({change.cgroup_id}))
+            out.events.extend(self.counts.report({change.cgroup_id}))
+            self.control.forget(change.cgroup_id)
+            self.counts.forget(change.cgroup_id)
+            self._created.discard(change.cgroup_id)
+        out.cgroups.append(change)
 
     def syscall_sets(self, only: set[int] | None = None) -> list[pb.Event]:
         """One SyscallSet event per learning cgroup (cumulative since its learning began)."""

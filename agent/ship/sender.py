@@ -1,8 +1,9 @@
 """Streams the outbox's batches to the runtime service over the `ReportEvents` bidirectional
 stream: one thread reads acknowledgements while gRPC pulls batches from a generator; a stalled
 or broken stream is cancelled and reopened with exponential backoff, and every unacknowledged
-batch is sent again in order (the runtime deduplicates by agent, session and sequence). The
-agent's main loop calls `submit`; `agent.__main__` starts and stops it."""
+batch is sent again in order (the runtime deduplicates by agent, session and sequence). Each
+acknowledgement's `records_read` goes to the outbox, which packs records only for a runtime that
+reads them. The agent's main loop calls `submit`; `agent.__main__` starts and stops it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import grpc
 from parallax.runtime.v1 import event_pb2, runtime_service_pb2, runtime_service_pb2_grpc
 
+from agent.attributed import Attributed, attributed
 from agent.metrics import AgentMetrics
 from agent.ship.outbox import Batch, DropKey, Outbox
 
@@ -51,9 +53,9 @@ class Sender:
         self._call: Any = None  # the current stream, to cancel it
         self._thread = threading.Thread(target=self._run, name="event-sender", daemon=True)
 
-    def submit(self, events: Iterable[event_pb2.Event]) -> None:
+    def submit(self, events: Attributed | Iterable[event_pb2.Event]) -> None:
         """Queue attributed events; beyond the buffer bound they are dropped and counted."""
-        events = list(events)
+        events = attributed(events)
         self._metrics.observe(events)
         with self._changed:
             self._outbox.add(events)
@@ -126,8 +128,15 @@ class Sender:
         acked = False
         for response in call:
             with self._changed:
-                batch = self._outbox.ack(response.acknowledged_sequence)
+                packed = self._outbox.records
+                batch = self._outbox.ack(response.acknowledged_sequence, response.records_read)
                 self._update()
+            if packed and not self._outbox.records:
+                log.error(
+                    "the runtime does not read packed event records (an older version): the "
+                    "records of batch %d are lost and counted; sending Event messages from now on",
+                    response.acknowledged_sequence,
+                )
             acked = True
             if batch is not None:
                 self._metrics.batches_acked.inc()
@@ -164,7 +173,7 @@ class Sender:
             batch = self._outbox.next_after(sent)
             if batch is not None:
                 return batch
-            if now >= deadline or (self._stopping.is_set() and self._outbox.due_in() is None):
+            if now >= deadline or (self._stopping.is_set() and not self._outbox.pending):
                 return None
             waits = [deadline - now, self._ack_timeout, self._outbox.due_in() or float("inf")]
             self._changed.wait(min(waits))

@@ -37,15 +37,21 @@ Origins = dict[tuple[int, bytes], domain.Origin]
 
 
 def _counters(request: pb.ReportEventsRequest, unattributed: Counts) -> Counts:
+    """Return the drop counters; merge the declared unattributed counts into `unattributed`
+    (counted from the batch's events). Agents declare the unattributed events they send, so
+    each (type, reason) counts the larger of the two, never their sum."""
     drops: Counts = {}
     for i, d in enumerate(request.drop_counters):
         with _at(f"drop_counters[{i}]"):
             key = (enum(d.event_type, 10), enum(d.source, 3))
             drops[key] = max(drops.get(key, 0), count(d.dropped_total))
+    declared: Counts = {}
     for i, u in enumerate(request.unattributed_counts):
         with _at(f"unattributed_counts[{i}]"):
             key = (enum(u.event_type, 10), enum(u.reason, 4))
-            unattributed[key] = unattributed.get(key, 0) + count(u.count)
+            declared[key] = declared.get(key, 0) + count(u.count)
+    for key, total in declared.items():
+        unattributed[key] = max(unattributed.get(key, 0), total)
     return drops
 
 

@@ -255,7 +255,7 @@ def test_events_attributed_to_pod_container_and_owner_workload(
             )
             attributor.learn(101, f"{pod_slice}/cri-containerd-{CID}.scope")
             attributor.learn(102, f"{pod_slice}/cri-containerd-{'b' * 64}.scope")
-            app, sidecar = attributor.attribute([event(101), event(102)])
+            app, sidecar = attributor.attribute([event(101), event(102)]).items
             # A pod that starts after the list: its container's cgroup exists before the kubelet
             # reports the container, so its events wait for the watch to bring the status.
             kube_api.add(
@@ -274,11 +274,11 @@ def test_events_attributed_to_pod_container_and_owner_workload(
             report_uid = report["metadata"]["uid"]
             assert index.wait_for(lambda i: i.get(report_uid) is not None, TIMEOUT)
             attributor.learn(201, f"/kubepods/besteffort/pod{report_uid}/{'e' * 64}")
-            assert attributor.attribute([event(201)]) == []
-            assert attributor.tick() == []
+            assert attributor.attribute([event(201)]).items == []
+            assert attributor.tick().items == []
             kube_api.update({**starting, "metadata": report["metadata"]})
             assert index.wait_for(lambda i: bool(i.get(report_uid).containers), TIMEOUT)  # type: ignore[union-attr]
-            (job_event,) = attributor.tick()
+            (job_event,) = attributor.tick().items
         finally:
             watcher.stop()
     assert app.attribution.workload.namespace == "shop"
@@ -311,11 +311,11 @@ def header() -> runtime_service_pb2.ReportEventsRequest:
 def test_unknown_cgroup_held_then_shipped_unattributed_and_counted(tmp_path: Path) -> None:
     clock = Clock()
     attributor = Attributor(PodIndex(), tmp_path, hold_seconds=2.0, clock=clock)
-    assert attributor.attribute([event(7), event(7)]) == []
+    assert attributor.attribute([event(7), event(7)]).items == []
     clock.now += 1.9
-    assert attributor.tick() == [] and attributor.held == 2
+    assert attributor.tick().items == [] and attributor.held == 2
     clock.now += 0.2
-    released = attributor.tick()
+    released = attributor.tick().items
     assert [e.attribution.unattributed_reason for e in released] == [
         event_pb2.UNATTRIBUTED_REASON_UNKNOWN_CGROUP
     ] * 2
@@ -332,12 +332,19 @@ def test_unknown_cgroup_held_then_shipped_unattributed_and_counted(tmp_path: Pat
 def test_hold_is_bounded_in_count_oldest_released_first(tmp_path: Path) -> None:
     attributor = Attributor(PodIndex(), tmp_path, hold_limit=2, clock=Clock())
     first, second, third = event(1, "/first"), event(2, "/second"), event(3, "/third")
-    released = attributor.attribute([first, second, third])
+    released = attributor.attribute([first, second, third]).items
     assert [e.exec.path for e in released] == ["/first"]
     assert (
         released[0].attribution.unattributed_reason == event_pb2.UNATTRIBUTED_REASON_UNKNOWN_CGROUP
     )
     assert attributor.held == 2
+
+
+def test_no_hold_releases_unknown_cgroups_at_once(tmp_path: Path) -> None:
+    attributor = Attributor(PodIndex(), tmp_path, hold_limit=0, clock=Clock())
+    (released,) = attributor.attribute([event(7)]).items
+    assert released.attribution.unattributed_reason == event_pb2.UNATTRIBUTED_REASON_UNKNOWN_CGROUP
+    assert attributor.held == 0
 
 
 def test_known_pod_with_unknown_container_is_never_guessed(tmp_path: Path) -> None:
@@ -346,9 +353,9 @@ def test_known_pod_with_unknown_container_is_never_guessed(tmp_path: Path) -> No
     index.put(pod_from({**obj, "metadata": {**obj["metadata"], "uid": UID}}, lambda *_: None))
     attributor = Attributor(index, tmp_path, hold_seconds=1.0, clock=clock)
     attributor.learn(9, f"/kubepods/pod{UID}/{'f' * 64}")  # the pause container, say
-    assert attributor.attribute([event(9)]) == []
+    assert attributor.attribute([event(9)]).items == []
     clock.now += 1.0
-    (released,) = attributor.tick()
+    (released,) = attributor.tick().items
     reason = released.attribution.unattributed_reason
     assert reason == event_pb2.UNATTRIBUTED_REASON_METADATA_UNAVAILABLE
     assert not released.attribution.HasField("workload")
@@ -368,7 +375,7 @@ def test_final_reasons_are_not_held(cgroup_id: int, path: str | None, reason: in
     attributor = Attributor(PodIndex(), Path("/nonexistent"), clock=Clock())
     if path is not None:
         attributor.learn(cgroup_id, path)
-    (shipped,) = attributor.attribute([event(cgroup_id)])
+    (shipped,) = attributor.attribute([event(cgroup_id)]).items
     assert shipped.attribution.unattributed_reason == reason
 
 
@@ -387,10 +394,10 @@ def test_local_pod_from_registry_file_after_its_cgroup(tmp_path: Path) -> None:
     clock = Clock()
     attributor = Attributor(PodIndex(), tmp_path, hold_seconds=2.0, clock=clock)
     attributor.learn(77, "/parallax/shop/cart")
-    assert attributor.attribute([event(77)]) == []
+    assert attributor.attribute([event(77)]).items == []
     entry = '{"namespace": "shop", "pod": "cart", "labels": {"app": "cart"}, "container": "main"}'
     (tmp_path / "77.json").write_text(entry)
-    (released,) = attributor.tick()
+    (released,) = attributor.tick().items
     ref = released.attribution.workload
     assert (ref.namespace, ref.kind, ref.name, ref.pod, ref.container) == (
         "shop",
@@ -429,7 +436,7 @@ def test_real_cgroup_learned_by_walk_is_attributed_by_inode(
     attributor = Attributor(index, tmp_path, clock=Clock())
     for cgroup_id, path in paths.walk(str(V2)):
         attributor.learn(cgroup_id, path)
-    (shipped,) = attributor.attribute([event(os.stat(kubepods_cgroup).st_ino)])
+    (shipped,) = attributor.attribute([event(os.stat(kubepods_cgroup).st_ino)]).items
     ref = shipped.attribution.workload
     assert (ref.kind, ref.name, ref.pod, ref.container) == ("StatefulSet", "cart", "cart", "app")
 
@@ -439,8 +446,8 @@ def test_unknown_cgroup_found_by_rescan_while_held(kubepods_cgroup: Path, tmp_pa
     obj = pod("cart", None, {"app": CID})
     index.put(pod_from({**obj, "metadata": {**obj["metadata"], "uid": UID}}, lambda *_: None))
     attributor = Attributor(index, tmp_path, clock=Clock(), rescan=lambda: paths.walk(str(V2)))
-    assert attributor.attribute([event(os.stat(kubepods_cgroup).st_ino)]) == []
-    (shipped,) = attributor.tick()
+    assert attributor.attribute([event(os.stat(kubepods_cgroup).st_ino)]).items == []
+    (shipped,) = attributor.tick().items
     assert shipped.attribution.workload.pod == "cart"
 
 

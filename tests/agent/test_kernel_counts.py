@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from parallax.runtime.v1 import event_pb2 as pb
 
+from agent.compact import to_event
 from agent.localpod import cgroup2_mount, local_pod
 from agent.probes.source import KernelSource
 from tests.agent.conftest import ebpf_unavailable
@@ -42,13 +43,15 @@ def source() -> Iterator[KernelSource]:
 
 
 def _read_until(source: KernelSource, done: object, timeout: float = 20) -> list[pb.Event]:
-    """Events read until a cgroup change or event satisfies `done`, within `timeout`."""
+    """Events read until a cgroup change or event satisfies `done`, within `timeout` (compact
+    records as the Event messages they stand for)."""
     assert callable(done)
     deadline, events = time.monotonic() + timeout, []
     while time.monotonic() < deadline:
         read = source.read(0.1)
-        events.extend(read.events)
-        if any(done(x) for x in [*read.events, *read.cgroups]):
+        found = [to_event(e) if isinstance(e, tuple) else e for e in read.events]
+        events.extend(found)
+        if any(done(x) for x in [*found, *read.cgroups]):
             return events
     raise TimeoutError("the expected record did not arrive in time")
 

@@ -7,6 +7,7 @@ import urllib.request
 
 from parallax.runtime.v1 import blind_spot_pb2, event_pb2
 
+from agent.attributed import Attributed
 from agent.metrics import AgentMetrics
 
 RING = blind_spot_pb2.DROP_SOURCE_RING_BUFFER
@@ -23,6 +24,35 @@ def test_events_counted_by_type_and_unattributed_by_reason() -> None:
         "parallax_agent_unattributed_events_total", type="file_open", reason="unknown_cgroup"
     )
     assert unattributed == 1
+
+
+def test_compact_records_counted_by_type_and_by_their_cgroups_reason() -> None:
+    metrics = AgentMetrics()
+    opened, forked = event_pb2.EVENT_TYPE_FILE_OPEN, event_pb2.EVENT_TYPE_PROCESS_FORK
+    pod = event_pb2.Attribution(pod_uid="1f2e3d4c-5b6a-4789-8abc-def012345678")
+    items = [
+        (1, cgroup, 1, 0, 0, "sh", kind, 0, "/x", "", 0, 0, 0, 1)
+        for cgroup, kind in [(5, opened), (7, opened), (7, forked), (0, forked), (5, forked)]
+    ]
+    cgroups = {5: pod, 7: event_pb2.UNATTRIBUTED_REASON_UNKNOWN_CGROUP}
+    cgroups[0] = event_pb2.UNATTRIBUTED_REASON_NO_CGROUP
+    metrics.observe(Attributed([*items, event_pb2.Event(exec=event_pb2.Exec())], cgroups))
+    assert metrics.value("parallax_agent_events_total", type="file_open") == 2
+    assert metrics.value("parallax_agent_events_total", type="process_fork") == 3
+    assert metrics.value("parallax_agent_events_total", type="exec") == 1
+    reasons = {
+        (kind, reason): metrics.value(
+            "parallax_agent_unattributed_events_total", type=kind, reason=reason
+        )
+        for kind in ("file_open", "process_fork")
+        for reason in ("unknown_cgroup", "no_cgroup")
+    }
+    assert reasons == {
+        ("file_open", "unknown_cgroup"): 1,
+        ("file_open", "no_cgroup"): 0,
+        ("process_fork", "unknown_cgroup"): 1,
+        ("process_fork", "no_cgroup"): 1,
+    }
 
 
 def test_drop_totals_advance_by_their_increase_only() -> None:

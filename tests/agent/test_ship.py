@@ -19,6 +19,7 @@ import pytest
 from parallax.runtime.v1 import blind_spot_pb2, event_pb2, runtime_service_pb2
 from parallax.runtime.v1 import runtime_service_pb2_grpc as pb_grpc
 
+from agent.attributed import Attributed
 from agent.metrics import AgentMetrics
 from agent.ship.outbox import Outbox
 from agent.ship.sender import Sender, backoff
@@ -254,6 +255,29 @@ def test_batches_acknowledged_by_the_runtime(ingest: Runtime) -> None:
     assert metrics.value("parallax_agent_batches_acked_total") == 13
     assert metrics.value("parallax_agent_events_total", type="exec") == 1234
     assert events_received(ingest.address) == 1234
+
+
+def test_packed_records_read_by_the_runtime(ingest: Runtime) -> None:
+    metrics = AgentMetrics()
+    outbox = Outbox(header(), batch_events=100, batch_latency=0.01, buffer_events=10_000)
+    opened = event_pb2.EVENT_TYPE_FILE_OPEN
+    opens = [
+        (10**9 + n, 5, n + 1, 1, 0, "cat", opened, 0, f"/p/{n}", "", -2, 0, 0, 1)
+        for n in range(500)
+    ]
+    pod = events(1)[0].attribution
+    with connect(ingest.address) as channel:
+        sender = Sender(outbox, channel, metrics)
+        sender.start()
+        sender.submit(events(10))  # the first acknowledgement says the runtime reads records
+        assert sender.wait_idle(TIMEOUT)
+        assert outbox.packing
+        sender.submit(Attributed([*opens[:250], *events(5, start=10), *opens[250:]], {5: pod}))
+        assert sender.wait_idle(TIMEOUT)
+        assert sender.stop(grace=5)
+    assert outbox.packing and not outbox.drops()
+    assert metrics.value("parallax_agent_events_total", type="file_open") == 500
+    assert events_received(ingest.address) == 515
 
 
 def test_runtime_killed_and_restarted_no_acked_event_lost_none_twice(ingest: Runtime) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from parallax.runtime.v1 import event_pb2
+from parallax.runtime.v1 import blind_spot_pb2, event_pb2
 from parallax.runtime.v1 import runtime_service_pb2 as pb
 from parallax.runtime.v1 import runtime_service_pb2_grpc as pb_grpc
 from parallax.type.v1 import platform_pb2
@@ -197,3 +197,16 @@ def test_translations_of_records_are_reused_whatever_the_string_order() -> None:
     )
     _, _, known = plans.nodes["n1"]
     assert len(known) == 2
+
+
+def test_declared_unattributed_counts_are_not_added_to_the_counted_ones() -> None:
+    unknown = b.wire_open("/etc/passwd")
+    unknown.attribution.Clear()
+    unknown.attribution.unattributed_reason = event_pb2.UNATTRIBUTED_REASON_UNKNOWN_CGROUP
+    declared = [
+        blind_spot_pb2.UnattributedCount(event_type=6, cgroup_id=1000, reason=1, count=2),
+        blind_spot_pb2.UnattributedCount(event_type=7, cgroup_id=1000, reason=1, count=5),
+    ]
+    request = b.batch(1, [unknown, unknown], unattributed_counts=declared)
+    for form in (request, packed(request)):
+        assert wire.batch(form, NOW).report.unattributed == {(6, 1): 2, (7, 1): 5}
