@@ -4,7 +4,6 @@ an address file for `parallax up`, and graceful shutdown on SIGTERM."""
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from servicekit import logs, telemetry
 from servicekit.authz import AuthorizationInterceptor, Policy
 from servicekit.config import ServerSettings
 from servicekit.interceptors import ErrorInterceptor
+from servicekit.memory import tune_collector
 from servicekit.telemetry import server_tracing
 from servicekit.tls import TlsMaterial
 
@@ -165,20 +165,6 @@ def stop_on_signals(running: RunningServer, grace: float = 5.0) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-
-
-# Services allocate many short-lived objects per request and keep large caches (the runtime's
-# translations, profiles and alerts). With the default thresholds (700, 10, 10) the collector's
-# older generations walk those caches over and over: 25-30% of the runtime's ingest CPU in
-# bench/runtime_ingest.py. Rarer collections of the older generations keep cycles collected.
-GC_THRESHOLDS = (5_000, 100, 100)
-
-
-def tune_collector() -> None:
-    """Move what start-up built out of the collector's way and collect less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run(
