@@ -256,8 +256,13 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
         return loader.construct_document(node)
 
 
+_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+
+
 def _fast(node: yaml.Node) -> Any:
     if isinstance(node, yaml.MappingNode):
+        if node.tag != _MAP:  # !!set, !!omap, !!pairs, local tags: PyYAML's meaning or error
+            raise _Unusual
         built = {}
         for key, value in node.value:
             if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
@@ -265,6 +270,8 @@ def _fast(node: yaml.Node) -> Any:
             built[_fast(key)] = _fast(value)
         return built
     if isinstance(node, yaml.SequenceNode):
+        if node.tag != _SEQ:
+            raise _Unusual
         return [_fast(child) for child in node.value]
     scalar = _SCALARS.get(node.tag)
     if scalar is None:

@@ -154,3 +154,25 @@ def test_unusual_nodes_fall_back_to_pyyaml() -> None:
     merged = "base: &b {a: 1}\nspec:\n  <<: *b\n  c: !!binary aGk=\n"
     fast, reference = _both_constructions(merged)
     assert fast == reference == {"base": {"a": 1}, "spec": {"a": 1, "c": b"hi"}}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "spec: !!set {a: null, b: null}\n",
+        "spec: !!omap [{a: 1}, {b: 2}]\n",
+        "spec: !!pairs [{a: 1}, {a: 2}]\n",
+    ],
+)
+def test_tagged_collections_get_pyyaml_meaning(text: str) -> None:
+    fast, reference = _both_constructions(text)
+    assert fast == reference
+
+
+def test_unknown_tag_on_a_collection_is_a_scan_error() -> None:
+    text = "apiVersion: v1\nkind: ConfigMap\nmetadata: !custom {name: x}\n---\n" + POD % "b"
+    manifests, errors = load_text(text, "tagged.yaml")
+    assert [m.name for m in manifests] == ["b"]  # the rest of the file still loads
+    (error,) = errors
+    assert error.location.uri == "tagged.yaml" and error.location.document == 0
+    assert "!custom" in error.message
