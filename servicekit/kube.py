@@ -164,16 +164,23 @@ def _paginate(method: Callable[..., Any], args: tuple[str, ...], page_size: int)
 def _read(method: Callable[..., Any], *args: str, **params: Any) -> JSON:
     """One call's raw JSON body: faster than the client's models and exactly what was served."""
     response = method(*args, **params, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-    try:
-        body = json.loads(response.data)
-    except ValueError:
-        body = None
-    finally:
-        response.release_conn()
-    if not isinstance(body, dict):
+    body = _body(response)
+    if body is None:
         reason = "the response is not a JSON object"
         raise kubernetes.client.ApiException(status=response.status, reason=reason)
     return body
+
+
+def _body(response: Any) -> JSON | None:
+    """A raw response's JSON object (None when it is not one); the connection goes back to
+    the pool either way."""
+    try:
+        body = json.loads(response.data)
+    except ValueError:
+        return None
+    finally:
+        response.release_conn()
+    return body if isinstance(body, dict) else None
 
 
 def _manifest(kind: Kind, item: JSON) -> JSON:
@@ -218,12 +225,7 @@ def read_pod(
         raise ClusterError(f"Cannot read pod {namespace}/{name} from {host}: {_why(exc)}") from exc
     except urllib3.exceptions.HTTPError as exc:
         raise ClusterError(f"The Kubernetes API server at {host} did not answer: {exc}") from exc
-    try:
-        body = json.loads(response.data)
-    except ValueError:
-        body = None
-    finally:
-        response.release_conn()
-    if not isinstance(body, dict):
+    body = _body(response)
+    if body is None:
         raise ClusterError(f"The API server at {host} sent pod {namespace}/{name} as no object")
     return body
