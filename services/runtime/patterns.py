@@ -15,6 +15,12 @@ _HEX = re.compile(r"^[0-9a-fA-F]{16,}$")
 _TOKEN_SPLIT = re.compile(r"([-_.])")
 _RANDOM_WITH_DIGIT = re.compile(r"^(?=[A-Za-z]*\d)[A-Za-z0-9]{4,}$")
 _MIXED_CASE = re.compile(r"^(?=.*[a-z])(?=.*[A-Z])[A-Za-z0-9]{6,}$")
+_RANDOM_HINT = re.compile(r"[0-9A-Z]")
+# A whole path segment that _dynamic_segment accepts, found in one pass over the path.
+_DYNAMIC_SEGMENT = re.compile(
+    r"(?:(?<=/)|^)(?:\d+|[0-9a-fA-F]{8}(?:-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}|[0-9a-fA-F]{16,})"
+    r"(?=/|$)"
+)
 
 
 def _dynamic_segment(segment: str) -> bool:
@@ -22,6 +28,8 @@ def _dynamic_segment(segment: str) -> bool:
 
 
 def _collapse_temp_segment(segment: str) -> str:
+    if not _RANDOM_HINT.search(segment):  # neither pattern can match without these
+        return segment
     parts = _TOKEN_SPLIT.split(segment)
     for index, part in enumerate(parts):
         if _RANDOM_WITH_DIGIT.match(part) or _MIXED_CASE.match(part):
@@ -33,17 +41,15 @@ def _collapse_temp_segment(segment: str) -> str:
 def collapse_path(path: str) -> str:
     """Return the pattern of `path`: numeric ids, UUIDs and long hex ids become `*` anywhere;
     random-looking tokens of file names in temporary directories become `*` too."""
-    segments = path.split("/")
-    temp = path.startswith(TEMP_DIRS)
-    out = []
-    for index, segment in enumerate(segments):
-        if _dynamic_segment(segment):
-            out.append(WILDCARD)
-        elif temp and index >= 2 and segment:
-            out.append(_collapse_temp_segment(segment))
-        else:
-            out.append(segment)
-    return "/".join(out)
+    collapsed = _DYNAMIC_SEGMENT.sub(WILDCARD, path)
+    if not path.startswith(TEMP_DIRS):
+        return collapsed
+    segments = collapsed.split("/")
+    for index in range(2, len(segments)):
+        segment = segments[index]
+        if segment and segment != WILDCARD:
+            segments[index] = _collapse_temp_segment(segment)
+    return "/".join(segments)
 
 
 def _collapse_argument(argument: str) -> str:

@@ -33,8 +33,6 @@ RECORD = struct.Struct("<QQIIIIHHIIiIIQ")
 SIZE = RECORD.size
 _EARLIEST_NS, _LATEST_NS = EARLIEST * 10**9, LATEST * 10**9
 _MAX_STRING = domain.MAX_PATH_BYTES
-# From offset 8: cgroup_id, (pid, ppid, uid skipped), comm, event_type, bits, s1, s2.
-_KEY_FIELDS = struct.Struct("<Q12xIHHII")
 Counted = tuple[int, int]  # (event type, unattributed reason)
 Origins = dict[tuple[int, bytes], domain.Origin]
 Known = dict[tuple[Any, ...], "Plan | Counted"]
@@ -126,62 +124,77 @@ def read(
     strings = list(message.strings)
     if any(len(s) > _MAX_STRING for s in strings):
         raise bad("records.strings", f"a string is longer than {_MAX_STRING} bytes")
-    cgroups = _cgroups(message.cgroups, events)
-    offset = message.unix_offset_ns
+    batch = _Batch(strings, _cgroups(message.cgroups, events), events)
+    offset, now = message.unix_offset_ns, events.now
     seen: dict[bytes, Plan | Counted] = {}
-    add = collapser.add
+    add, unpack, from_bytes = collapser.add, RECORD.unpack_from, int.from_bytes
     for start in range(0, len(data), SIZE):
         key = data[start + 8 : start + SIZE]
         plan = seen.get(key)
         if plan is None:
-            if data[start + 32 : start + 34] == b"\0\0":
+            if key[24:26] == b"\0\0":  # a reference to the next Event message
                 plan, at = events.take()
             else:
-                plan = seen[key] = _known(data, start, strings, cgroups, events)
-                at = _time(data, start, offset, events.now)
+                fields = unpack(data, start)
+                at = _time(fields[0], offset, now, start)
+                plan = seen[key] = batch.plan(fields, at, start)
+        elif offset:
+            at = _time(from_bytes(data[start : start + 8], "little"), offset, now, start)
         else:
-            at = _time(data, start, offset, events.now)
-        if isinstance(plan, Plan):
-            add(plan, at)
+            at = now
+        if plan.__class__ is Plan:
+            add(plan, at)  # type: ignore[arg-type]
         else:
-            unattributed[plan] = unattributed.get(plan, 0) + 1
+            unattributed[plan] = unattributed.get(plan, 0) + 1  # type: ignore[index,arg-type]
     return len(data) // SIZE
+
+
+def _time(monotonic_ns: int, offset: int, now: float, start: int) -> float:
+    if not offset:
+        return now
+    ns = monotonic_ns + offset
+    if not _EARLIEST_NS <= ns <= _LATEST_NS:
+        raise bad(f"records[{start // SIZE}]", f"time {ns // 10**9}s is absurd")
+    return ns * 1e-9
 
 
 Cgroups = dict[int, domain.Origin | int]
 
 
-def _known(
-    data: bytes, start: int, strings: list[str], cgroups: Cgroups, events: Events
-) -> Plan | Counted:
-    """The plan of a record new to this batch, from the node's earlier batches when one had an
-    equal record (equal fields, strings and attribution)."""
-    cgroup_id, comm, kind, bits, s1, s2 = _KEY_FIELDS.unpack_from(data, start + 8)
-    count = len(strings)
-    origin = cgroups.get(cgroup_id)
-    key = (
-        id(origin) if isinstance(origin, domain.Origin) else origin,
-        data[start + 16 : start + 28],
-        strings[comm] if comm < count else None,
-        kind,
-        bits,
-        strings[s1] if s1 < count and kind in _USES_S1 else None,
-        strings[s2] if s2 < count and kind == event_pb2.EVENT_TYPE_NETWORK_FLOW else None,
-        data[start + 44 : start + SIZE],
-    )
-    plan = events.known_records.get(key)
-    if plan is None:
-        plan = events.known_records[key] = _plan(data, start, strings, cgroups, events.now)
-    return plan
+class _Batch:
+    """What translating a batch's new records needs: its strings and cgroups, and the node's
+    translations of earlier batches, keyed by a record's fields with the strings resolved and
+    the attribution's identity (the same Origin object while the attribution is unchanged)."""
 
+    __slots__ = ("cgroups", "known", "strings")
 
-def _time(data: bytes, start: int, offset: int, now: float) -> float:
-    if not offset:
-        return now
-    ns = int.from_bytes(data[start : start + 8], "little") + offset
-    if not _EARLIEST_NS <= ns <= _LATEST_NS:
-        raise bad(f"records[{start // SIZE}]", f"time {ns // 10**9}s is absurd")
-    return ns * 1e-9
+    def __init__(self, strings: list[str], cgroups: Cgroups, events: Events) -> None:
+        self.strings, self.cgroups, self.known = strings, cgroups, events.known_records
+
+    def plan(self, fields: tuple[Any, ...], at: float, start: int) -> Plan | Counted:
+        """The plan of a record new to this batch."""
+        _, cgroup_id, pid, ppid, uid, comm, kind, bits, s1, s2, value, n1, n2, hits = fields
+        strings, count = self.strings, len(self.strings)
+        origin = self.cgroups.get(cgroup_id)
+        key = (
+            id(origin) if origin.__class__ is domain.Origin else origin,
+            pid,
+            ppid,
+            uid,
+            strings[comm] if comm < count else None,
+            kind,
+            bits,
+            strings[s1] if s1 < count and kind in _USES_S1 else None,
+            strings[s2] if s2 < count and kind == event_pb2.EVENT_TYPE_NETWORK_FLOW else None,
+            value,
+            n1,
+            n2,
+            hits,
+        )
+        plan = self.known.get(key)
+        if plan is None:
+            plan = self.known[key] = _plan(fields, strings, origin, at, start)
+        return plan
 
 
 def _cgroups(entries: Any, events: Events) -> dict[int, domain.Origin | int]:
@@ -209,16 +222,17 @@ def _cgroups(entries: Any, events: Events) -> dict[int, domain.Origin | int]:
 
 
 def _plan(
-    data: bytes, start: int, strings: list[str], cgroups: dict[int, domain.Origin | int], now: float
+    fields: tuple[Any, ...],
+    strings: list[str],
+    origin: domain.Origin | int | None,
+    at: float,
+    start: int,
 ) -> Plan | Counted:
     where = f"records[{start // SIZE}]"
-    _, cgroup_id, pid, ppid, uid, comm, kind, bits, s1, s2, value, n1, n2, hits = (
-        RECORD.unpack_from(data, start)
-    )
+    _, cgroup_id, pid, ppid, uid, comm, kind, bits, s1, s2, value, n1, n2, hits = fields
     build = PAYLOADS.get(kind)
     if build is None:
         raise bad(where, f"event type {kind} does not travel as a record")
-    origin = cgroups.get(cgroup_id)
     if origin is None:
         raise bad(where, f"cgroup {cgroup_id} has no entry in records.cgroups")
     if pid > MAX_PID or ppid > MAX_PID:
@@ -232,4 +246,4 @@ def _plan(
         raise bad(where, f"a string index is past the {len(strings)} strings") from None
     except Problem as problem:
         raise bad(where, str(problem)) from None
-    return Plan(domain.Event(now, origin, pid, ppid, uid, name, payload))
+    return Plan(domain.Event(at, origin, pid, ppid, uid, name, payload))
