@@ -75,6 +75,7 @@ class Step:
     dropped: dict[str, int]
     agent_us: float
     runtime_us: float
+    agent_rss: float  # the agent's resident set (MB) once the step was counted
 
     @property
     def cpu_us(self) -> float:
@@ -168,7 +169,8 @@ def step(stub: RuntimeServiceStub, pod: object, rate: int, pids: tuple[int, int]
     )
     achieved = int(opens) / float(elapsed)
     lost = {k: n - dropped0.get(k, 0) for k, n in dropped.items() if n > dropped0.get(k, 0)}
-    return Step(rate, generated, achieved, delivered, lost, agent_us, runtime_us)
+    rss = rss_mb(pids[0])[0]
+    return Step(rate, generated, achieved, delivered, lost, agent_us, runtime_us, rss)
 
 
 def run() -> tuple[list[Step], tuple[float, float]]:
@@ -197,7 +199,8 @@ def _line(s: Step) -> str:
     return (
         f"target {s.rate:>7,}/s: generated {s.achieved:>9,.0f} opens/s, "
         f"{s.delivered:,}/{s.generated:,} events counted, dropped {s.dropped or 0}, "
-        f"agent {s.agent_us:.1f} + runtime {s.runtime_us:.1f} us/event  {verdict}"
+        f"agent {s.agent_us:.1f} + runtime {s.runtime_us:.1f} us/event, "
+        f"agent RSS {s.agent_rss:.0f} MB  {verdict}"
     )
 
 
@@ -222,8 +225,9 @@ def main() -> None:
         f" = {med(s.cpu_us for s in best):.1f} us"
     )
     print(
-        f"  agent RSS at the end: {med(r[0] for r in rss):.0f} MB"
-        f" (peak {med(r[1] for r in rss):.0f} MB)"
+        f"  agent RSS at that rate: {med(s.agent_rss for s in best):.0f} MB; at the end of the run"
+        f" (after the failing step, whose backlog filled the send buffer):"
+        f" {med(r[0] for r in rss):.0f} MB (peak {med(r[1] for r in rss):.0f} MB)"
     )
 
 

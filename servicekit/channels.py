@@ -11,7 +11,7 @@ import grpc
 from opentelemetry.instrumentation.grpc import grpcext
 from opentelemetry.sdk.trace import TracerProvider
 
-from servicekit.serve import MAX_MESSAGE_BYTES
+from servicekit.config import MAX_MESSAGE_BYTES
 from servicekit.telemetry import client_tracing
 
 DEFAULT_TIMEOUT = 10.0

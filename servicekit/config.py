@@ -11,7 +11,19 @@ from pathlib import Path
 from servicekit import tls
 from servicekit.errors import ConfigError
 
-__all__ = ["ConfigError", "ServerSettings", "address", "data_dir", "integer", "number", "text"]
+# The largest gRPC message a server accepts or a channel sends and receives.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "ConfigError",
+    "ServerSettings",
+    "address",
+    "data_dir",
+    "integer",
+    "number",
+    "text",
+]
 
 
 def text(env: Mapping[str, str], name: str, default: str) -> str:

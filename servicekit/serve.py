@@ -24,15 +24,13 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from servicekit import logs, telemetry
 from servicekit.authz import AuthorizationInterceptor, Policy
-from servicekit.config import ServerSettings
+from servicekit.config import MAX_MESSAGE_BYTES, ServerSettings
 from servicekit.interceptors import ErrorInterceptor
 from servicekit.memory import tune_collector
 from servicekit.telemetry import server_tracing
 from servicekit.tls import TlsMaterial
 
 log = logging.getLogger(__name__)
-
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
