@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYDIRS := $(wildcard servicekit services agent cli tests bench)
 
-.PHONY: setup protos fmt lint test check bench demo clean
+.PHONY: setup protos fmt lint test check bench demo clean native native-clean
 
 setup: $(VENV)/.installed
 
@@ -28,7 +28,19 @@ lint: setup
 	$(BIN)/lint-imports
 	cd protos && ../$(BIN)/buf lint && ../$(BIN)/buf format --diff --exit-code
 
-test: lint
+# The runtime's hot modules compiled with mypyc (scripts/native.py); rebuilt when a source changes.
+NATIVE_SOURCES := $(wildcard services/runtime/*.py services/runtime/rules/*.py)
+native: $(VENV)/.native
+
+$(VENV)/.native: $(VENV)/.installed scripts/native.py $(NATIVE_SOURCES)
+	$(PY) scripts/native.py
+	@touch $@
+
+native-clean:
+	$(PY) scripts/native.py --clean
+	@rm -f $(VENV)/.native
+
+test: lint native
 	$(PY) -m pytest
 
 check: test

@@ -59,10 +59,14 @@ def profile(data: str) -> Profile:
     ) = raw["times"]
     found.events_received, found.events_dropped, found.unattributed = raw["counts"]
     for uid, (pod, node, cgroup, container_id, start, reason) in raw["replicas"].items():
-        replica = Replica.__new__(Replica)
-        replica.pod, replica.node, replica.cgroup_id = pod, node, cgroup
-        replica.container_id, replica.start_observed, replica.reason = container_id, start, reason
-        found.replicas[uid] = replica
+        found.replicas[uid] = Replica.restore(
+            pod,
+            node,
+            cgroup_id=cgroup,
+            container_id=container_id,
+            start_observed=start,
+            reason=reason,
+        )
     return found
 
 

@@ -85,6 +85,25 @@ class Replica:
         self.start_observed: bool | None = None
         self.reason = ""
 
+    @classmethod
+    def restore(
+        cls,
+        pod: str,
+        node: str,
+        *,
+        cgroup_id: int,
+        container_id: str,
+        start_observed: bool | None,
+        reason: str,
+    ) -> Replica:
+        """A replica as stored (see codec.py)."""
+        origin = domain.Origin(
+            domain.Workload("", "", ""), pod, "", "", container_id, "", "", node, cgroup_id
+        )
+        replica = cls(origin)
+        replica.start_observed, replica.reason = start_observed, reason
+        return replica
+
     def observe_first(self, event: domain.Event) -> None:
         """Decide from the replica's first event whether its start was seen."""
         payload = event.payload
