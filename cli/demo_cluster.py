@@ -7,22 +7,21 @@ Used by cli/demo.py; everything it makes, `close` removes."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
+import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from agent.localpod import REGISTRY, LocalPod
+from cli import demo_enter
 
-_CLONE_NEWNS, _CLONE_NEWNET = 0x00020000, 0x40000000
-_MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
-TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
+_ENTER = Path(demo_enter.__file__)
 # What the attack steals: shaped like a ServiceAccount JWT, signed by nobody.
-FAKE_TOKEN = "eyJhbGciOiJSUzI1NiJ9.parallax-demo-token.not-a-real-signature"  # noqa: S105
 
 
 @dataclass(frozen=True)
@@ -38,40 +37,11 @@ class PodSpec:
     host_paths: Mapping[str, Path] = field(default_factory=dict)  # mountPath -> node directory
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        raise OSError(ctypes.get_errno(), what)
-
-
-def _mount(source: str, target: str, fstype: str | None, flags: int) -> None:
-    libc = _libc()
-    kind = fstype.encode() if fstype else None
-    _check(libc.mount(source.encode(), target.encode(), kind, flags, None), f"mount {target}")
-
-
-def _private_view(spec: PodSpec) -> None:
-    """In the child before exec: a mount namespace with the token and hostPath mounts."""
-    _check(_libc().unshare(_CLONE_NEWNS), "unshare")
-    _mount("none", "/", None, _MS_REC | _MS_PRIVATE)
-    if spec.token:
-        _mount("tmpfs", "/run", "tmpfs", 0)  # the pod's own /run, as a container has
-        token_dir = Path(TOKEN_DIR)
-        token_dir.mkdir(parents=True)
-        (token_dir / "token").write_text(FAKE_TOKEN)
-        (token_dir / "namespace").write_text("shop")
-    for target, source in spec.host_paths.items():
-        parent = str(Path(target).parent)
-        _mount("tmpfs", parent, "tmpfs", 0)  # a mount point for the volume
-        Path(target).mkdir(parents=True, exist_ok=True)
-        _mount(str(source), target, None, _MS_BIND)
-
-
-def _enter_netns(fd: int) -> None:
-    _check(_libc().setns(fd, _CLONE_NEWNET), "setns")
+def _in_netns(netns: str, argv: Sequence[str]) -> list[str]:
+    """`argv` run in network namespace `netns` by nsenter: no Python runs between fork and exec
+    in this process, whose gRPC threads make that unsafe (a child once hung there)."""
+    nsenter = shutil.which("nsenter") or "/usr/bin/nsenter"
+    return [nsenter, f"--net=/run/netns/{netns}", "--", *argv]
 
 
 def gateway(address: str) -> str:
@@ -147,43 +117,30 @@ class Node:
     ) -> subprocess.Popen[bytes]:
         """Start `argv` (default the pod's command) in the pod's mount view, netns and cgroup;
         the cgroup is joined last, so the exec is the pod's first event."""
-        procs = os.open(pod.cgroup / "cgroup.procs", os.O_WRONLY)
-        netns = os.open(f"/run/netns/{pod.netns_name}", os.O_RDONLY)
-
-        def enter() -> None:
-            _private_view(spec)
-            _enter_netns(netns)
-            os.write(procs, b"0")
-
-        try:
-            return subprocess.Popen(
-                list(argv or spec.argv),
-                env={"PATH": "/usr/bin:/bin", **spec.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=enter,  # noqa: PLW1509 - single-threaded child between fork and exec
-            )
-        finally:
-            os.close(procs)
-            os.close(netns)
+        view = json.dumps(
+            {"token": spec.token, "host_paths": {t: str(p) for t, p in spec.host_paths.items()}}
+        )
+        procs = str(pod.cgroup / "cgroup.procs")
+        command = list(argv or spec.argv)
+        return subprocess.Popen(
+            [sys.executable, "-I", str(_ENTER), view, pod.netns_name, procs, "--", *command],
+            env={"PATH": "/usr/bin:/bin", **spec.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
     def run(
         self, argv: Sequence[str], env: Mapping[str, str], timeout: float, netns: str = ""
     ) -> subprocess.CompletedProcess[bytes]:
         """Run a command in the node namespace (or `netns`), outside every pod cgroup."""
-        fd = os.open(f"/run/netns/{netns or self.name}", os.O_RDONLY)
-        try:
-            return subprocess.run(
-                list(argv),
-                env={"PATH": "/usr/bin:/bin", **env},
-                capture_output=True,
-                timeout=timeout,
-                check=False,
-                preexec_fn=lambda: _enter_netns(fd),
-            )
-        finally:
-            os.close(fd)
+        return subprocess.run(
+            _in_netns(netns or self.name, argv),
+            env={"PATH": "/usr/bin:/bin", **env},
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def bare_namespace(self, name: str) -> str:
         """A network namespace with only loopback, outside every pod: the seccomp re-run."""
@@ -196,19 +153,13 @@ class Node:
         self, netns: str, argv: Sequence[str], env: Mapping[str, str], log: IO[bytes]
     ) -> subprocess.Popen[bytes]:
         """Start a long-running command in `netns`, outside every pod cgroup."""
-        fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-        enter: Callable[[], None] = lambda: _enter_netns(fd)  # noqa: E731
-        try:
-            process = subprocess.Popen(
-                list(argv),
-                env={"PATH": "/usr/bin:/bin", **env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=enter,  # noqa: PLW1509
-            )
-        finally:
-            os.close(fd)
+        process = subprocess.Popen(
+            _in_netns(netns, argv),
+            env={"PATH": "/usr/bin:/bin", **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         self.processes.append(process)
         return process
 

@@ -25,7 +25,8 @@ from parallax.type.v1 import source_pb2, workload_pb2
 
 from cli import demo_policies
 from cli import report_model as m
-from cli.demo_cluster import TOKEN_DIR, Node, PodSpec, gateway
+from cli.demo_cluster import Node, PodSpec, gateway
+from cli.demo_enter import TOKEN_DIR
 from cli.demo_run import SHOP, Run, manifests
 
 APP = SHOP / "app"
