@@ -5,7 +5,6 @@ all (SIGTERM, then SIGKILL after a grace period) so that no process outlives the
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import selectors
@@ -18,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servicekit.config import PARENT_VARIABLE
+
 SERVICES = ("posture", "runtime", "policygen", "correlator")
 DEFAULT_PORTS = {"posture": 50051, "runtime": 50052, "policygen": 50053, "correlator": 50054}
 UPSTREAMS = {
@@ -28,19 +29,10 @@ UPSTREAMS = {
         "PARALLAX_POLICYGEN_ADDRESS": "policygen",
     },
 }
-_PR_SET_PDEATHSIG = 1
 
 
 class StartError(RuntimeError):
     """A service failed to start; the message names it and quotes its last log line."""
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if the supervisor is killed outright, the kernel
-    # sends SIGTERM to the child, so no service is orphaned.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
 @dataclass
@@ -103,6 +95,7 @@ class Stack:
         for variable, upstream in UPSTREAMS.get(name, {}).items():
             env[variable] = self.children[upstream].address
         env.update(self.service_env.get(name, {}))
+        env[PARENT_VARIABLE] = str(os.getpid())  # the service ends with us (serve.follow_parent)
         log_path = self.data_dir / "logs" / f"{name}.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(
@@ -111,7 +104,6 @@ class Stack:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
                 env=env,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
         return Child(name, process, log_path=log_path)
 

@@ -13,9 +13,12 @@ from servicekit.errors import ConfigError
 
 # The largest gRPC message a server accepts or a channel sends and receives.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Set by a supervisor (`parallax up`) to its pid: the service ends with it (serve.follow_parent).
+PARENT_VARIABLE = "PARALLAX_PARENT_PID"
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "PARENT_VARIABLE",
     "ConfigError",
     "ServerSettings",
     "address",

@@ -4,6 +4,7 @@ an address file for `parallax up`, and graceful shutdown on SIGTERM."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from servicekit import logs, telemetry
 from servicekit.authz import AuthorizationInterceptor, Policy
-from servicekit.config import MAX_MESSAGE_BYTES, ServerSettings
+from servicekit.config import MAX_MESSAGE_BYTES, PARENT_VARIABLE, ServerSettings
 from servicekit.interceptors import ErrorInterceptor
 from servicekit.memory import tune_collector
 from servicekit.telemetry import server_tracing
@@ -165,11 +166,30 @@ def stop_on_signals(running: RunningServer, grace: float = 5.0) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def follow_parent(env: Mapping[str, str]) -> None:
+    """When a supervisor started this process (PARALLAX_PARENT_PID), end with it: the kernel
+    sends SIGTERM when the parent dies, and a parent already gone ends the process now. Done
+    here, after exec, because Python code between fork and exec in a threaded supervisor (gRPC)
+    can hang; the signals the supervisor blocked while waiting are unblocked too."""
+    parent = env.get(PARENT_VARIABLE, "")
+    if not parent.isdigit():
+        return
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        raise SystemExit(f"the supervisor (pid {parent}) is gone")
+
+
 def run(
     settings: ServerSettings, build: Callable[[TracerProvider], Sequence[Registration]]
 ) -> None:
     """Run a service process: logging, tracing, the servicers `build` returns, the address
     announcement, then serve until SIGTERM."""
+    follow_parent(os.environ)
     logs.configure(settings.service, settings.log_level)
     provider = telemetry.tracer_provider(settings.service, os.environ)
     # Domain spans (one scan, one correlation pass) use the global provider, inside RPC spans.

@@ -37,3 +37,18 @@ def gone(pid: int) -> bool:
             return stat.read().split(") ", 1)[1].startswith("Z")
     except FileNotFoundError:
         return True
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait (on a pidfd, not by polling) until `pid` exits; False when `timeout` passes first.
+    A zombie counts as gone: its parent, not the test, reaps it."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            return bool(selector.select(timeout)) or gone(pid)
+    finally:
+        os.close(fd)

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from cli.supervisor import SERVICES, Stack
 from servicekit.channels import connect
 from servicekit.tls import TlsMaterial
-from tests.processes import gone, read_until
+from tests.processes import gone, read_until, wait_gone
 
 pytestmark = pytest.mark.slow
 
@@ -150,3 +150,41 @@ def test_policygen_reads_runtime_profiles_over_mtls(stack: Stack) -> None:
     # NOT_FOUND; a TLS or role failure would surface as UNAVAILABLE.
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
     assert "no runtime profile for shop/Deployment/none/c" in caught.value.details()  # type: ignore[attr-defined]
+
+
+def test_services_end_with_a_killed_supervisor(tmp_path: Path) -> None:
+    up = subprocess.Popen(
+        [sys.executable, "-m", "cli", "up", "--data", str(tmp_path), "--base-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        assert up.stdout is not None
+        read_until(up.stdout, b"Ctrl-C or SIGTERM stops", timeout=60)
+        pids = [json.loads(p.read_text())["pid"] for p in (tmp_path / "run").glob("*.json")]
+        assert len(pids) == 4
+        up.kill()  # no chance to stop its children: the kernel tells them (serve.follow_parent)
+        up.wait(timeout=30)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        if up.stdout is not None:
+            up.stdout.close()
+    assert all(wait_gone(pid, timeout=30) for pid in pids)
+
+
+def test_a_service_whose_supervisor_is_already_gone_does_not_start(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PARALLAX_PARENT_PID": "1",  # not this process's parent: the supervisor died first
+        "PARALLAX_LISTEN": "127.0.0.1:0",
+        "PARALLAX_DATA": str(tmp_path),
+        "PARALLAX_INSECURE": "true",
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "services.posture"], env=env, capture_output=True, timeout=60
+    )
+    assert run.returncode != 0
+    assert b"supervisor (pid 1) is gone" in run.stderr
