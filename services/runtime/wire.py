@@ -148,11 +148,15 @@ def _header_size(request: pb.ReportEventsRequest) -> int:
         drop_counters=request.drop_counters,
         unattributed_counts=request.unattributed_counts,
         gaps=request.gaps,
-        records=request.records,
     )
     if request.HasField("send_time"):
         header.send_time.CopyFrom(request.send_time)
-    return header.ByteSize()
+    records = request.records.ByteSize()  # measured in place: copying it would cost per record
+    return header.ByteSize() + (records + 1 + _varint_size(records) if records else 0)
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
 
 
 class Plans:
