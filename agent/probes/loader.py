@@ -119,6 +119,32 @@ def _release_compiler_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+# Shared libraries only the compiler uses; their code pages stay resident after a compile.
+_COMPILER_LIBRARIES = ("libLLVM", "libclang")
+_MADV_PAGEOUT = 21  # Linux 5.4+
+
+
+def release_compiler_pages(maps: Path = Path("/proc/self/maps")) -> int:
+    """Ask the kernel to page out LLVM's and clang's non-writable mappings once the probes are
+    compiled: ~75 of the agent's ~120 MB RSS after a compile are their code and read-only data.
+    MADV_PAGEOUT only reclaims (clean pages are re-read from the file if another compile
+    touches them; nothing is lost), and writable mappings are left alone. Returns the bytes
+    advised; 0 where the kernel does not know the advice."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    advised = 0
+    for line in maps.read_text().splitlines():
+        fields = line.split()
+        if len(fields) < 6 or "w" in fields[1]:
+            continue
+        if not Path(fields[5]).name.startswith(_COMPILER_LIBRARIES):
+            continue
+        start, end = (int(bound, 16) for bound in fields[0].split("-"))
+        if libc.madvise(start, end - start, _MADV_PAGEOUT) == 0:
+            advised += end - start
+    return advised
+
+
 class BccMissing(Exception):
     """BCC's Python module is not installed."""
 
@@ -235,6 +261,7 @@ class Loader:
         source = (text or source_text()).encode()
         self.bpf: Any = bcc.BPF(text=source, cflags=cflags(ring_pages))
         _release_compiler_heap()
+        release_compiler_pages()
         self._cgroup_fd = os.open(cgroup_root, os.O_RDONLY | os.O_DIRECTORY)
         self._attached: set[Group] = set()
         self._functions: dict[str, Any] = {}

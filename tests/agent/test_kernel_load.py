@@ -3,9 +3,12 @@ cross-attribution by cgroup id."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agent.localpod import local_pod
+from agent.probes.loader import release_compiler_pages
 from agent.record import Session
 
 pytestmark = pytest.mark.ebpf
@@ -61,3 +64,22 @@ def test_two_workloads_no_cross_attribution(probes: Session) -> None:
             assert not any(other in p for p in paths)
             assert {f"/etc/{name}-{i}" for i in range(1, 11)} <= paths
             probes.control.forget(pod.cgroup_id)
+
+
+def _resident_kb(*prefixes: str) -> int:
+    """Resident KB of this process's mappings of shared libraries named `prefixes`."""
+    total, current = 0, ""
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if fields[0].endswith(":"):
+                if fields[0] == "Rss:" and Path(current).name.startswith(prefixes):
+                    total += int(fields[1])
+            else:
+                current = fields[5] if len(fields) > 5 else ""
+    return total
+
+
+def test_the_compiler_does_not_stay_resident(probes: Session) -> None:
+    assert release_compiler_pages() > 0  # LLVM and clang are mapped: BCC compiled with them
+    assert _resident_kb("libLLVM", "libclang") < 16 * 1024  # was ~82 MB after a compile
