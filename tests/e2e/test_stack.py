@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -89,17 +90,29 @@ def test_each_service_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
         assert "shutting down" in log
 
 
-def test_parallax_up_and_status_then_sigterm_leaves_nothing(tmp_path: Path) -> None:
-    parallax = [sys.executable, "-m", "cli"]
+@contextlib.contextmanager
+def parallax_up(data: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`parallax up` running on `data` with its status table; killed if still running after."""
     up = subprocess.Popen(
-        [*parallax, "up", "--data", str(tmp_path), "--base-port", "0"],
+        [sys.executable, "-m", "cli", "up", "--data", str(data), "--base-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "COLUMNS": "200"},
     )
     try:
         assert up.stdout is not None
-        table = read_until(up.stdout, b"Ctrl-C or SIGTERM stops", timeout=60).decode()
+        yield up, read_until(up.stdout, b"Ctrl-C or SIGTERM stops", timeout=60).decode()
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        if up.stdout is not None:
+            up.stdout.close()
+
+
+def test_parallax_up_and_status_then_sigterm_leaves_nothing(tmp_path: Path) -> None:
+    parallax = [sys.executable, "-m", "cli"]
+    with parallax_up(tmp_path) as (up, table):
         for service in SERVICES:
             assert any(service in line and "SERVING" in line for line in table.splitlines())
         status = subprocess.run(
@@ -115,12 +128,6 @@ def test_parallax_up_and_status_then_sigterm_leaves_nothing(tmp_path: Path) -> N
         assert len(pids) == 4
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=30) == 0
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        if up.stdout is not None:
-            up.stdout.close()
     assert all(gone(pid) for pid in pids)
     after = subprocess.run(
         [*parallax, "status", "--data", str(tmp_path)],
@@ -153,25 +160,11 @@ def test_policygen_reads_runtime_profiles_over_mtls(stack: Stack) -> None:
 
 
 def test_services_end_with_a_killed_supervisor(tmp_path: Path) -> None:
-    up = subprocess.Popen(
-        [sys.executable, "-m", "cli", "up", "--data", str(tmp_path), "--base-port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    try:
-        assert up.stdout is not None
-        read_until(up.stdout, b"Ctrl-C or SIGTERM stops", timeout=60)
+    with parallax_up(tmp_path) as (up, _):
         pids = [json.loads(p.read_text())["pid"] for p in (tmp_path / "run").glob("*.json")]
         assert len(pids) == 4
         up.kill()  # no chance to stop its children: the kernel tells them (serve.follow_parent)
         up.wait(timeout=30)
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        if up.stdout is not None:
-            up.stdout.close()
     assert all(wait_gone(pid, timeout=30) for pid in pids)
 
 
