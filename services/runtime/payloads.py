@@ -77,6 +77,27 @@ def timestamp(seconds: int, nanos: int) -> float:
     return seconds + nanos * 1e-9
 
 
+Counted = tuple[int, int]  # (event type, unattributed reason)
+Origins = dict[tuple[int, bytes], domain.Origin]  # by cgroup id and attribution encoding
+
+
+def attributed(
+    attribution: Any, node: str, cgroup_id: int, origins: Origins
+) -> domain.Origin | int:
+    """The validated origin `attribution` names (memoised in `origins`), or its unattributed
+    reason when it names no pod."""
+    if not attribution.pod_uid:
+        reason = enum(attribution.unattributed_reason, 4)
+        if not reason:
+            raise Problem("neither attributed nor an unattributed_reason")
+        return reason
+    key = (cgroup_id, attribution.SerializeToString())
+    origin = origins.get(key)
+    if origin is None:
+        origin = origins[key] = origin_of(attribution, node, cgroup_id)
+    return origin
+
+
 def origin_of(attribution: Any, node: str, cgroup_id: int) -> domain.Origin:
     """Return the validated origin an attributed event or cgroup names."""
     ref = attribution.workload

@@ -17,7 +17,10 @@ from services.runtime.domain import MAX_PID
 from services.runtime.payloads import (
     EARLIEST,
     LATEST,
+    Counted,
+    Origins,
     Problem,
+    attributed,
     bad,
     capability,
     deviation,
@@ -25,7 +28,6 @@ from services.runtime.payloads import (
     file_open,
     flow,
     fork,
-    origin_of,
 )
 from services.runtime.steps import Collapser, Plan
 
@@ -33,8 +35,6 @@ RECORD = struct.Struct("<QQIIIIHHIIiIIQ")
 SIZE = RECORD.size
 _EARLIEST_NS, _LATEST_NS = EARLIEST * 10**9, LATEST * 10**9
 _MAX_STRING = domain.MAX_PATH_BYTES
-Counted = tuple[int, int]  # (event type, unattributed reason)
-Origins = dict[tuple[int, bytes], domain.Origin]
 Known = dict[tuple[Any, ...], "Plan | Counted"]
 
 
@@ -197,25 +197,15 @@ class _Batch:
         return plan
 
 
-def _cgroups(entries: Any, events: Events) -> dict[int, domain.Origin | int]:
+def _cgroups(entries: Any, events: Events) -> Cgroups:
     """Each cgroup id's origin, or its unattributed reason."""
-    found: dict[int, domain.Origin | int] = {}
+    found: Cgroups = {}
     for i, entry in enumerate(entries):
         cgroup_id, attribution = entry.cgroup_id, entry.attribution
         if cgroup_id in found:
             raise bad(f"records.cgroups[{i}]", f"cgroup {cgroup_id} is listed twice")
         try:
-            if not attribution.pod_uid:
-                reason = enum(attribution.unattributed_reason, 4)
-                if not reason:
-                    raise Problem("neither attributed nor an unattributed_reason")
-                found[cgroup_id] = reason
-                continue
-            cache_key = (cgroup_id, attribution.SerializeToString())
-            origin = events.origins.get(cache_key)
-            if origin is None:
-                origin = events.origins[cache_key] = origin_of(attribution, events.node, cgroup_id)
-            found[cgroup_id] = origin
+            found[cgroup_id] = attributed(attribution, events.node, cgroup_id, events.origins)
         except Problem as problem:
             raise bad(f"records.cgroups[{i}]", str(problem)) from None
     return found

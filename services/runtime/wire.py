@@ -21,19 +21,19 @@ from services.runtime.payloads import (
     EVENT_TYPES,
     LATEST,
     PAYLOADS,
+    Counted,
+    Origins,
     Problem,
+    attributed,
     bad,
     count,
     enum,
-    origin_of,
     timestamp,
 )
 from services.runtime.steps import Collapser, Plan
 
 _MONOTONIC_TAG, _TIME_TAG = b"\x08", b"\x12"  # Event fields 1 (varint) and 2 (length-delimited)
-Counted = tuple[int, int]  # (event type, unattributed reason)
 Counts = dict[Counted, int]
-Origins = dict[tuple[int, bytes], domain.Origin]
 
 
 def _counters(request: pb.ReportEventsRequest, unattributed: Counts) -> Counts:
@@ -111,19 +111,10 @@ def _plan(event: Any, index: int, at: float, node: str, origins: Origins) -> Pla
     kind = event.WhichOneof("payload")
     if kind is None:
         raise bad(f"events[{index}]", "no payload, or a payload type this service does not know")
-    attribution = event.attribution
-    if not attribution.pod_uid:
-        with _at(f"events[{index}]"):
-            reason = enum(attribution.unattributed_reason, 4)
-        if not reason:
-            raise bad(f"events[{index}]", "neither attributed nor an unattributed_reason")
-        return (EVENT_TYPES[kind], reason)
-    cgroup_id = event.cgroup_id
-    cache_key = (cgroup_id, attribution.SerializeToString())
-    origin = origins.get(cache_key)
-    if origin is None:
-        with _at(f"events[{index}]"):
-            origin = origins[cache_key] = origin_of(attribution, node, cgroup_id)
+    with _at(f"events[{index}]"):
+        origin = attributed(event.attribution, node, event.cgroup_id, origins)
+    if isinstance(origin, int):
+        return (EVENT_TYPES[kind], origin)
     pid, ppid = event.pid, event.ppid
     if pid > MAX_PID or ppid > MAX_PID:
         raise bad(f"events[{index}]", "pid or ppid is absurd")
