@@ -26,7 +26,7 @@ from agent.decode import (
     address,
     capability_name,
     cstr,
-    decode,
+    decode_message,
     syscall_name,
 )
 
@@ -55,9 +55,17 @@ _COMMS: dict[bytes, str] = {}  # command names repeat: decode each once (bounded
 
 
 def decode_compact(raw: bytes) -> Compact | pb.Event | CgroupChange | None:
-    """One ring-buffer record: a Compact for the packable types, else as `decode` gives it."""
+    """One ring-buffer record: a Compact for the packable types, else as `decode_message`
+    gives it."""
     build = _BUILDERS.get(_KIND.unpack_from(raw)[0])
-    return build(raw) if build is not None else decode(raw)
+    return build(raw) if build is not None else decode_message(raw)
+
+
+def decode_event(raw: bytes) -> pb.Event | CgroupChange | None:
+    """One ring-buffer record of any kind as an Event message (or a cgroup change); None for a
+    type this agent does not know."""
+    found = decode_compact(raw)
+    return to_event(found) if isinstance(found, tuple) else found
 
 
 def _comm(raw: bytes) -> str:
@@ -117,7 +125,7 @@ PACKABLE = frozenset(_BUILDERS)  # the event types that have a compact form
 
 
 def to_event(c: Compact) -> pb.Event:
-    """The Event message of a Compact, as `decode` would have built it (attribution empty)."""
+    """The Event message of a Compact (attribution empty)."""
     ts, cg, pid, ppid, uid, comm, kind, bits, s1, s2, value, n1, n2, count = c
     event = pb.Event(monotonic_ns=ts, cgroup_id=cg, pid=pid, ppid=ppid, uid=uid, comm=comm)
     event.event_time.FromNanoseconds(ts + BOOT_OFFSET_NS)

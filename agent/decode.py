@@ -1,6 +1,7 @@
-"""Ring-buffer records of agent/probes to `parallax.runtime.v1.Event` messages (cgroup_id set,
-attribution left for agent.attribution), and syscall numbers to names for the running kernel's
-table from libseccomp. Called by the probes' consumer and the recorder.
+"""Ring-buffer records of agent/probes: their layouts, the kinds that stay
+`parallax.runtime.v1.Event` messages (exec, DNS; cgroup_id set, attribution left for
+agent.attribution) and cgroup changes, and syscall numbers to names for the running kernel's
+table from libseccomp. The high-volume kinds are decoded by agent.compact.
 """
 
 from __future__ import annotations
@@ -90,8 +91,9 @@ def address(family: int, raw: bytes) -> str:
 BOOT_OFFSET_NS = time.time_ns() - time.monotonic_ns()
 
 
-def decode(record: bytes) -> pb.Event | CgroupChange | None:
-    """One ring-buffer record; None for a type this agent does not know."""
+def decode_message(record: bytes) -> pb.Event | CgroupChange | None:
+    """One ring-buffer record of a kind without a compact form (exec, DNS) or a cgroup change;
+    None for any other type. agent.compact.decode_event decodes every kind."""
     kind, pid, ppid, uid, ts, cgid, comm = HEADER.unpack_from(record)
     body = record[HEADER.size :]
     if kind in (CGROUP_MKDIR, CGROUP_RMDIR):
@@ -104,12 +106,6 @@ def decode(record: bytes) -> pb.Event | CgroupChange | None:
         return None
     builder(event, body)
     return event
-
-
-def _deviation(event: pb.Event, body: bytes) -> None:
-    nr, _ = DEVIATION.unpack_from(body)
-    d = event.syscall_deviation
-    d.arch, d.syscall_number, d.syscall_name, d.count = ARCH, nr, syscall_name(nr), 1
 
 
 def _exec(event: pb.Event, body: bytes) -> None:
@@ -155,36 +151,6 @@ _FD_KINDS = {
 _TTY_MAJORS = frozenset({4, 5, *range(136, 144)})
 
 
-def _fork(event: pb.Event, body: bytes) -> None:
-    event.process_fork.child_pid = PAIR.unpack_from(body)[0]
-
-
-def _exit(event: pb.Event, body: bytes) -> None:
-    code = PAIR.unpack_from(body)[0]
-    event.process_exit.exit_code = (code >> 8) & 0xFF
-    event.process_exit.signal = code & 0x7F
-
-
-def _open(event: pb.Event, body: bytes) -> None:
-    ret, flags, mode, _, path = OPEN.unpack_from(body)
-    f = event.file_open
-    f.path, f.flags, f.mode, f.return_value, f.count = cstr(path), flags, mode, ret, 1
-
-
-def _flow(event: pb.Event, body: bytes) -> None:
-    _, direction, family, proto, rport, lport, remote, local = FLOW.unpack_from(body)
-    f = event.network_flow
-    f.direction, f.family, f.count = (
-        direction,
-        FAMILIES.get(family, pb.ADDRESS_FAMILY_UNSPECIFIED),
-        1,
-    )
-    f.protocol = PROTOCOLS.get(proto, platform_pb2.PROTOCOL_UNSPECIFIED)
-    f.remote_address, f.remote_port = address(family, remote), rport
-    if lport:
-        f.local_address, f.local_port = address(family, local), lport
-
-
 def _dns(event: pb.Event, body: bytes) -> None:
     egress, family, port, length, server, data = _DNS.unpack_from(body)
     dns.fill(event.dns_query, data[:length], bool(egress))
@@ -199,20 +165,8 @@ def dns_transaction(record: bytes) -> tuple[int, bool]:
     return int.from_bytes(record[data : data + 2], "big"), not egress
 
 
-def _cap(event: pb.Event, body: bytes) -> None:
-    number, allowed = PAIR.unpack_from(body)
-    c = event.capability_use
-    c.capability_name, c.capability_number = capability_name(number), number
-    c.allowed, c.count = bool(allowed), 1
-
-
+# The kinds that stay Event messages; the others have a compact form (agent.compact).
 _BUILDERS = {
-    pb.EVENT_TYPE_SYSCALL_DEVIATION: _deviation,
     pb.EVENT_TYPE_EXEC: _exec,
-    pb.EVENT_TYPE_PROCESS_FORK: _fork,
-    pb.EVENT_TYPE_PROCESS_EXIT: _exit,
-    pb.EVENT_TYPE_FILE_OPEN: _open,
-    pb.EVENT_TYPE_NETWORK_FLOW: _flow,
     pb.EVENT_TYPE_DNS_QUERY: _dns,
-    pb.EVENT_TYPE_CAPABILITY_USE: _cap,
 }

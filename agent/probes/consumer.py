@@ -13,7 +13,8 @@ from typing import Any
 
 from parallax.runtime.v1 import event_pb2 as pb
 
-from agent.decode import CgroupChange, decode
+from agent.compact import decode_event
+from agent.decode import CgroupChange
 from agent.probes.loader import Loader
 
 Record = pb.Event | CgroupChange
@@ -73,7 +74,7 @@ class Collector:
         self._cond = threading.Condition()
 
     def __call__(self, raw: bytes) -> None:
-        record = decode(raw)
+        record = decode_event(raw)
         if record is None:
             return
         with self._cond:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from google.protobuf.timestamp_pb2 import Timestamp
 from parallax.runtime.v1 import event_pb2 as pb
 
-from agent.decode import HEADER, decode
+from agent.compact import decode_event
+from agent.decode import HEADER
 from agent.probes.control import Control
 
 _TYPE = struct.Struct("<I")
@@ -108,7 +109,7 @@ class CountReport:
                     and (only is None or _CGID.unpack_from(k)[0] in only)
                 ]
             for first, total in grown:
-                event = decode(first.record)
+                event = decode_event(first.record)
                 if not isinstance(event, pb.Event):
                     continue
                 getattr(event, spec.field).count = total - first.reported

@@ -1,6 +1,7 @@
-"""The compact form of packable kernel records: built from the same ring-buffer bytes as
-`decode`, and turned back into exactly the Event message `decode` gives, kind by kind; other
-records still decode to Event messages or cgroup changes."""
+"""The compact form of packable kernel records: built from the ring-buffer bytes, and turned
+back into exactly the Event message a reference decoder (written here from the probes' record
+layouts) gives, kind by kind, as `decode_event` does; other records still decode to Event
+messages or cgroup changes."""
 
 from __future__ import annotations
 
@@ -11,8 +12,23 @@ import pytest
 from parallax.runtime.v1 import event_pb2 as pb
 from parallax.type.v1 import platform_pb2
 
-from agent.compact import PACKABLE, decode_compact, to_event
-from agent.decode import DEVIATION, FLOW, HEADER, OPEN, PAIR, CgroupChange, decode
+from agent.compact import PACKABLE, decode_compact, decode_event, to_event
+from agent.decode import (
+    ARCH,
+    BOOT_OFFSET_NS,
+    DEVIATION,
+    FAMILIES,
+    FLOW,
+    HEADER,
+    OPEN,
+    PAIR,
+    PROTOCOLS,
+    CgroupChange,
+    address,
+    capability_name,
+    cstr,
+    syscall_name,
+)
 
 V4, V6 = socket.inet_pton(socket.AF_INET, "10.0.3.7"), socket.inet_pton(socket.AF_INET6, "fd00::7")
 
@@ -37,12 +53,48 @@ RECORDS = {
 }
 
 
+def reference(raw: bytes) -> pb.Event:
+    """The Event message of a packable record, field by field from the probes' layouts."""
+    kind, pid, ppid, uid, ts, cgid, comm = HEADER.unpack_from(raw)
+    body = raw[HEADER.size :]
+    event = pb.Event(monotonic_ns=ts, cgroup_id=cgid, pid=pid, ppid=ppid, uid=uid, comm=cstr(comm))
+    event.event_time.FromNanoseconds(ts + BOOT_OFFSET_NS)
+    if kind == pb.EVENT_TYPE_FILE_OPEN:
+        ret, flags, mode, _, path = OPEN.unpack_from(body)
+        f = event.file_open
+        f.path, f.flags, f.mode, f.return_value, f.count = cstr(path), flags, mode, ret, 1
+    elif kind == pb.EVENT_TYPE_NETWORK_FLOW:
+        _, direction, family, proto, rport, lport, remote, local = FLOW.unpack_from(body)
+        n = event.network_flow
+        n.direction, n.count = direction, 1  # type: ignore[assignment]
+        n.family = FAMILIES.get(family, pb.ADDRESS_FAMILY_UNSPECIFIED)
+        n.protocol = PROTOCOLS.get(proto, platform_pb2.PROTOCOL_UNSPECIFIED)
+        n.remote_address, n.remote_port = address(family, remote), rport
+        if lport:
+            n.local_address, n.local_port = address(family, local), lport
+    elif kind == pb.EVENT_TYPE_PROCESS_FORK:
+        event.process_fork.child_pid = PAIR.unpack_from(body)[0]
+    elif kind == pb.EVENT_TYPE_PROCESS_EXIT:
+        code = PAIR.unpack_from(body)[0]
+        event.process_exit.exit_code, event.process_exit.signal = (code >> 8) & 0xFF, code & 0x7F
+    elif kind == pb.EVENT_TYPE_CAPABILITY_USE:
+        number, allowed = PAIR.unpack_from(body)
+        c = event.capability_use
+        c.capability_name, c.capability_number = capability_name(number), number
+        c.allowed, c.count = bool(allowed), 1
+    else:
+        nr, _ = DEVIATION.unpack_from(body)
+        d = event.syscall_deviation
+        d.arch, d.syscall_number, d.syscall_name, d.count = ARCH, nr, syscall_name(nr), 1
+    return event
+
+
 @pytest.mark.parametrize("raw", RECORDS.values(), ids=RECORDS.keys())
 def test_compact_turns_back_into_the_decoded_event(raw: bytes) -> None:
     compact = decode_compact(raw)
     assert isinstance(compact, tuple)
     assert compact[6] in PACKABLE and compact[5] == "cart" and compact[13] == 1
-    assert to_event(compact) == decode(raw)
+    assert to_event(compact) == decode_event(raw) == reference(raw)
 
 
 def test_fields_follow_the_record_layout() -> None:

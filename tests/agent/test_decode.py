@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from parallax.runtime.v1 import event_pb2 as pb
 
-from agent.decode import EXEC, HEADER, decode, fd_kind
+from agent.decode import EXEC, HEADER, decode_message, fd_kind
 
 S_IFCHR, S_IFSOCK, S_IFIFO, S_IFREG, S_IFDIR = 0o020000, 0o140000, 0o010000, 0o100000, 0o040000
 
@@ -41,7 +41,7 @@ def _exec_record(args: bytes, cwd: list[bytes], depth: int) -> bytes:
 
 def test_exec_argv_limits_and_cwd() -> None:
     args = b"\0".join([b"sh", b"-c", b"x" * 300] + [b"a"] * 70) + b"\0"
-    event = decode(_exec_record(args, [b"work", b"srv"], 2))
+    event = decode_message(_exec_record(args, [b"work", b"srv"], 2))
     assert isinstance(event, pb.Event)
     argv = list(event.exec.argv)
     assert len(argv) == 64 and argv[2] == "x" * 256 and event.exec.argv_truncated
@@ -54,5 +54,5 @@ def test_exec_argv_limits_and_cwd() -> None:
 
 
 def test_exec_unknown_cwd_stays_empty() -> None:
-    event = decode(_exec_record(b"sh\0", [], 0xFFFF))
+    event = decode_message(_exec_record(b"sh\0", [], 0xFFFF))
     assert isinstance(event, pb.Event) and event.exec.cwd == "" and event.exec.argv == ["sh"]
