@@ -14,6 +14,7 @@ from parallax.runtime.v1 import blind_spot_pb2, runtime_service_pb2
 from parallax.runtime.v1 import event_pb2 as pb
 
 from agent.attributed import Item, Resolved, event_type, fill, message
+from agent.compact import CGROUP, TYPE
 from agent.decode import BOOT_OFFSET_NS
 
 Request = runtime_service_pb2.ReportEventsRequest
@@ -79,7 +80,9 @@ def _unattributed_records(items: list[Item], cgroups: dict[int, Resolved]) -> Un
     if not reasons:
         return Counter()
     return Counter(
-        (i[6], i[1], reasons[i[1]]) for i in items if isinstance(i, tuple) and i[1] in reasons
+        (i[TYPE], i[CGROUP], reasons[i[CGROUP]])
+        for i in items
+        if isinstance(i, tuple) and i[CGROUP] in reasons
     )
 
 
