@@ -1,7 +1,8 @@
 """Reading a Kubernetes cluster through the official `kubernetes` client: a client from a
 kubeconfig or the pod's service account, and paginated listing of the kinds a caller names, as
 manifest-shaped dicts. Shared by the services that read live clusters (posture, policygen); each
-passes its own table of kinds. `read_pod` gets one pod, for the runtime's agent-node check."""
+passes its own table of kinds. `read_pod` gets one pod, for the runtime's agent-node check, and
+`RawGet` serves the agent's pod list and watch: both without the client's typed API classes."""
 
 from __future__ import annotations
 
@@ -18,7 +19,15 @@ from kubernetes.client import ApiClient
 
 from servicekit.errors import FailedPrecondition
 
-__all__ = ["ClusterError", "Kind", "Snapshot", "api_client_from", "list_objects", "read_pod"]
+__all__ = [
+    "ClusterError",
+    "Kind",
+    "RawGet",
+    "Snapshot",
+    "api_client_from",
+    "list_objects",
+    "read_pod",
+]
 
 JSON = dict[str, Any]
 
@@ -203,6 +212,52 @@ def _why(exc: kubernetes.client.ApiException) -> str:
     return f"HTTP {exc.status} {exc.reason}" + (f": {message}" if message else "")
 
 
+# Keyword arguments as the typed API classes (and kubernetes.watch) name them -> query names.
+_QUERY = {
+    "_continue": "continue",
+    "allow_watch_bookmarks": "allowWatchBookmarks",
+    "field_selector": "fieldSelector",
+    "limit": "limit",
+    "resource_version": "resourceVersion",
+    "timeout_seconds": "timeoutSeconds",
+    "watch": "watch",
+}
+
+
+class RawGet:
+    """GET `path` with query arguments named as the typed API methods name them, returning the
+    unread urllib3 response (as `_preload_content=False` does), so kubernetes.watch can stream
+    it; a status outside 2xx raises ApiException with the server's body."""
+
+    def __init__(self, api: ApiClient, path: str) -> None:
+        self._api, self._path = api, path
+
+    def __call__(self, *, _request_timeout: Any = None, **query: Any) -> Any:
+        query.pop("_preload_content", None)  # always raw
+        params = [(_QUERY[k], _text(v)) for k, v in query.items() if v is not None]
+        api: Any = self._api
+        _, url, headers, _, _ = api.param_serialize(
+            "GET",
+            self._path,
+            query_params=params,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = api.call_api(
+            "GET", url, header_params=headers, _request_timeout=_request_timeout
+        )
+        if not 200 <= response.status < 300:
+            body = response.read()
+            raise kubernetes.client.ApiException(
+                status=response.status, reason=response.reason, body=body.decode(errors="replace")
+            )
+        return response.response
+
+
+def _text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
 def read_pod(
     api: ApiClient,
     namespace: str,
@@ -212,12 +267,10 @@ def read_pod(
     """One pod as the API server serves it, or None when there is no such pod (404). Raises
     ClusterError when the API server does not answer or refuses the read (401, 403, 5xx):
     the caller cannot tell then whether the pod exists."""
-    core = kubernetes.client.CoreV1Api(api)
     host = str(api.configuration.host)
     try:
-        # Raw, as in _read: the typed return (V1Pod) is not what _preload_content=False gives.
-        response: Any = core.read_namespaced_pod(
-            name, namespace, _preload_content=False, _request_timeout=timeout
+        response = RawGet(api, f"/api/v1/namespaces/{namespace}/pods/{name}")(
+            _request_timeout=timeout
         )
     except kubernetes.client.ApiException as exc:
         if exc.status == 404:

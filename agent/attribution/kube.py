@@ -1,10 +1,8 @@
 """Pod metadata from the API server with the official `kubernetes` client: lists the pods of
 this node (fieldSelector spec.nodeName, paged with `continue`), then watches from the list's
 resourceVersion and relists on 410 Gone; resolves owners ReplicaSet→Deployment and
-Job→CronJob. Feeds the PodIndex the attributor reads. Requests go through the client's
-ApiClient (configuration, credentials, TLS, connection pool) but not its typed API classes:
-importing CoreV1Api, AppsV1Api and BatchV1Api cost the agent about 28 MB and 0.2 s, and the
-agent reads raw JSON anyway."""
+Job→CronJob. Feeds the PodIndex the attributor reads. Requests go through servicekit.kube's
+RawGet: the client's ApiClient without its typed API classes (28 MB and 0.2 s to import)."""
 
 from __future__ import annotations
 
@@ -17,59 +15,15 @@ import kubernetes
 from kubernetes.client import ApiClient, ApiException
 
 from agent.attribution.pods import PodIndex, pod_from
+from servicekit.kube import RawGet, api_client_from
 
 log = logging.getLogger(__name__)
 Watch: Any = kubernetes.watch.Watch  # untyped modules; kept at arm's length from mypy
-_config: Any = kubernetes.config
 _PARENTS = {"ReplicaSet": "Deployment", "Job": "CronJob"}
 _PATHS = {
     "ReplicaSet": "/apis/apps/v1/namespaces/{namespace}/replicasets/{name}",
     "Job": "/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
 }
-# Keyword arguments as the typed API classes (and kubernetes.watch) name them -> query names.
-_QUERY = {
-    "_continue": "continue",
-    "allow_watch_bookmarks": "allowWatchBookmarks",
-    "field_selector": "fieldSelector",
-    "limit": "limit",
-    "resource_version": "resourceVersion",
-    "timeout_seconds": "timeoutSeconds",
-    "watch": "watch",
-}
-
-
-class Get:
-    """GET `path` with query arguments named as the typed API methods name them, returning the
-    unread urllib3 response (as `_preload_content=False` does), so kubernetes.watch can stream
-    it; a status outside 2xx raises ApiException with the server's body."""
-
-    def __init__(self, api: ApiClient, path: str) -> None:
-        self._api, self._path = api, path
-
-    def __call__(self, *, _request_timeout: Any = None, **query: Any) -> Any:
-        query.pop("_preload_content", None)  # always raw
-        params = [(_QUERY[k], _text(v)) for k, v in query.items() if v is not None]
-        api: Any = self._api
-        _, url, headers, _, _ = api.param_serialize(
-            "GET",
-            self._path,
-            query_params=params,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        response = api.call_api(
-            "GET", url, header_params=headers, _request_timeout=_request_timeout
-        )
-        if not 200 <= response.status < 300:
-            body = response.read()
-            raise ApiException(
-                status=response.status, reason=response.reason, body=body.decode(errors="replace")
-            )
-        return response.response
-
-
-def _text(value: Any) -> str:
-    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 class Owners:
@@ -86,7 +40,7 @@ class Owners:
         return self._cache[key]
 
     def _read(self, namespace: str, kind: str, name: str) -> tuple[str, str] | None:
-        read = Get(self._api, _PATHS[kind].format(namespace=namespace, name=name))
+        read = RawGet(self._api, _PATHS[kind].format(namespace=namespace, name=name))
         try:
             response = read(_request_timeout=self._timeout)
         except ApiException as exc:  # forbidden or gone: the ReplicaSet or Job is the workload
@@ -112,7 +66,7 @@ class PodWatcher:
         watch_seconds: int = 300,
         timeout: float = 30.0,
     ) -> None:
-        self._api, self._pods = api, Get(api, "/api/v1/pods")
+        self._api, self._pods = api, RawGet(api, "/api/v1/pods")
         self._selector = f"spec.nodeName={node_name}"
         self._index, self._owners = index, Owners(api, timeout)
         self._page_size, self._watch_seconds, self._timeout = page_size, watch_seconds, timeout
@@ -191,13 +145,4 @@ def api_client(mode: str, kubeconfig: str) -> ApiClient | None:
     """A client for the agent's access mode ("in-cluster", "kubeconfig"); None for "off"."""
     if mode == "off":
         return None
-    configuration = kubernetes.client.Configuration()
-    if mode == "in-cluster":
-        _config.load_incluster_config(client_configuration=configuration)
-    else:
-        _config.load_kube_config(
-            config_file=kubeconfig or None,
-            client_configuration=configuration,
-            persist_config=False,
-        )
-    return ApiClient(configuration)
+    return api_client_from(kubeconfig or None, None, in_cluster=mode == "in-cluster")
