@@ -89,8 +89,12 @@ class FileOpen(NamedTuple):
     hits: int
 
 
+ACCEPT = 2  # FlowDirection ACCEPT: the local port is the container's own, the remote ephemeral
+
+
 class Flow(NamedTuple):
-    """A connection or datagram, seen from the workload."""
+    """A connection or datagram, seen from the workload. The ephemeral side is not behaviour
+    and is not kept: `local_port` is 0 on outbound flows, `remote_port` is 0 on accepted ones."""
 
     direction: int
     protocol: int

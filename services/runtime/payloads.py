@@ -162,12 +162,17 @@ def flow(
     return_value: int,
     hits: int,
 ) -> domain.Flow:
-    """Return a validated network flow; `remote` is (address, port)."""
+    """Return a validated network flow; `remote` is (address, port). The ephemeral port (the
+    local one of an outbound flow, the remote one of an accepted flow) becomes 0."""
     address, port = remote
     if port > 65535 or local_port > 65535:
         raise Problem("ports must be at most 65535")
     if not is_address(address):
         raise Problem(f"remote_address {address[:64]!r} is not an IP address")
+    if direction == domain.ACCEPT:
+        port = 0
+    else:
+        local_port = 0
     return domain.Flow(
         enum(direction, 3), enum(protocol, 3), address, port, local_port, return_value, count(hits)
     )

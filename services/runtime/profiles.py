@@ -15,7 +15,6 @@ from services.runtime.patterns import argv_pattern, collapse_path
 MAX_TAGS = 16
 MAX_ADDRESSES = 32
 WRITE_FLAGS = 0o1 | 0o2 | 0o100 | 0o1000  # O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
-ACCEPT = 2  # FlowDirection ACCEPT: the port is the container's own
 
 
 class Category(enum.Enum):
@@ -149,7 +148,7 @@ def _open_keys(event: domain.Event, payload: domain.FileOpen) -> Keys:
 
 
 def _flow_keys(event: domain.Event, payload: domain.Flow) -> Keys:
-    port = payload.local_port if payload.direction == ACCEPT else payload.remote_port
+    port = payload.local_port if payload.direction == domain.ACCEPT else payload.remote_port
     return [
         (Category.PEER, (payload.direction, payload.protocol, payload.remote_address, port), "")
     ]

@@ -35,6 +35,7 @@ RECORD = struct.Struct("<QQIIIIHHIIiIIQ")
 SIZE = RECORD.size
 _EARLIEST_NS, _LATEST_NS = EARLIEST * 10**9, LATEST * 10**9
 _MAX_STRING = domain.MAX_PATH_BYTES
+_FLOW = event_pb2.EVENT_TYPE_NETWORK_FLOW
 Known = dict[tuple[Any, ...], "Plan | Counted"]
 
 
@@ -176,6 +177,11 @@ class _Batch:
         _, cgroup_id, pid, ppid, uid, comm, kind, bits, s1, s2, value, n1, n2, hits = fields
         strings, count = self.strings, len(self.strings)
         origin = self.cgroups.get(cgroup_id)
+        if kind == _FLOW:  # the ephemeral port is not kept (domain.Flow), so not in the key
+            if bits & 0xF == domain.ACCEPT:
+                n1 = 0
+            else:
+                n2 = 0
         key = (
             id(origin) if origin.__class__ is domain.Origin else origin,
             pid,
@@ -185,7 +191,7 @@ class _Batch:
             kind,
             bits,
             strings[s1] if s1 < count and kind in _USES_S1 else None,
-            strings[s2] if s2 < count and kind == event_pb2.EVENT_TYPE_NETWORK_FLOW else None,
+            strings[s2] if s2 < count and kind == _FLOW else None,
             value,
             n1,
             n2,

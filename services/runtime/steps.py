@@ -4,7 +4,7 @@ batch order and the engine applies the steps in that order.
 
 Events that change a container's process table (exec, fork, exit) and syscall sets stay one step
 per event, in order. Other events merge into the earliest step of an equal event (equal in every
-field but the time; outbound flows also ignoring their ephemeral local port and hit count),
+field but the time; flows also ignoring their hit count),
 unless something their evaluation depends on may have changed in between: an exec, fork or exit
 of the same pid (the acting executable) or, for flows, a new DNS answer for the remote address
 (the peer's names). So a merged step gives the same detections, alert counts, last-seen times
@@ -18,8 +18,6 @@ from collections.abc import Hashable
 
 from services.runtime import domain
 from services.runtime.domain import Step
-
-ACCEPT = 2  # FlowDirection ACCEPT: the local port is the container's own and part of the peer
 
 
 class Plan:
@@ -55,9 +53,8 @@ class Plan:
 
 
 def _flow_key(event: domain.Event, flow: domain.Flow) -> Hashable:
-    """Flows differ in the local port of outbound connections and in hit counts, which neither
-    rules nor profiles look at; other events merge only when equal in everything."""
-    local = flow.local_port if flow.direction == ACCEPT else 0
+    """Flows differ in hit counts, which neither rules nor profiles look at (their ephemeral
+    ports are already 0); other events merge only when equal in everything."""
     return (
         id(event.origin),
         event.pid,
@@ -68,7 +65,7 @@ def _flow_key(event: domain.Event, flow: domain.Flow) -> Hashable:
         flow.protocol,
         flow.remote_address,
         flow.remote_port,
-        local,
+        flow.local_port,
         flow.return_value,
     )
 

@@ -210,3 +210,26 @@ def test_declared_unattributed_counts_are_not_added_to_the_counted_ones() -> Non
     request = b.batch(1, [unknown, unknown], unattributed_counts=declared)
     for form in (request, packed(request)):
         assert wire.batch(form, NOW).report.unattributed == {(6, 1): 2, (7, 1): 5}
+
+
+def test_ephemeral_ports_are_not_behaviour() -> None:
+    """Connections from fresh local ports and accepts from fresh client ports are one step each,
+    in both wire forms, translated once across batches; the service's own port is kept."""
+    outbound = [b.wire_flow("10.0.0.5", 5432, at=b.T0 + i) for i in range(3)]
+    for i, event in enumerate(outbound):
+        event.network_flow.local_port = 40000 + i
+    accepted = [b.wire_flow("10.1.0.9", 50000 + i, at=b.T0 + 3 + i) for i in range(3)]
+    for event in accepted:
+        event.network_flow.direction = event_pb2.FLOW_DIRECTION_ACCEPT
+        event.network_flow.local_port = 8080
+    plans = wire.Plans()
+    for sequence, form in ((1, b.batch), (2, lambda s, e: packed(b.batch(s, e)))):
+        steps = wire.batch(form(sequence, outbound + accepted), NOW, plans).steps
+        assert [
+            (s.event.payload.remote_port, s.event.payload.local_port, s.count) for s in steps
+        ] == [
+            (5432, 0, 3),
+            (0, 8080, 3),
+        ]
+    again = wire.batch(packed(b.batch(3, accepted[::-1])), NOW, plans).steps
+    assert again[0].event.payload is steps[1].event.payload  # a known translation, reused

@@ -135,7 +135,8 @@ def check_flow(event: domain.Event, profile: Profile, box: ContainerState) -> li
     """R0005, R0006 and R0008 on a network flow."""
     flow = event.payload
     assert isinstance(flow, domain.Flow)
-    remote = f"{flow.remote_address}:{flow.remote_port}"
+    accepted = flow.direction == domain.ACCEPT  # the remote port is ephemeral, and 0
+    remote = flow.remote_address if accepted else f"{flow.remote_address}:{flow.remote_port}"
     where = _where(event)
     found: list[Detection] = []
     if flow.remote_address in METADATA_ADDRESSES:
@@ -147,13 +148,13 @@ def check_flow(event: domain.Event, profile: Profile, box: ContainerState) -> li
                 remote_address=remote,
             )
         )
-    if flow.direction != 2 and flow.remote_port in MINING_PORTS:
+    if not accepted and flow.remote_port in MINING_PORTS:
         found.append(
             _hit(
                 "R0006", remote, f"{where} connected to mining port {remote}", remote_address=remote
             )
         )
-    if flow.direction != 2 and _complete(profile):
+    if not accepted and _complete(profile):
         key = (flow.direction, flow.protocol, flow.remote_address, flow.remote_port)
         names = box.dns.get(flow.remote_address, ())
         known = any((n,) in profile.items[Category.DNS] for n in names)
