@@ -13,7 +13,8 @@ from typing import Any, Protocol
 from parallax.runtime.v1 import event_pb2
 
 from services.runtime import domain
-from services.runtime.domain import MAX_PID
+from services.runtime.domain import MAX_COUNT, MAX_PID
+from services.runtime.patterns import collapse_path
 from services.runtime.payloads import (
     EARLIEST,
     LATEST,
@@ -29,13 +30,13 @@ from services.runtime.payloads import (
     flow,
     fork,
 )
-from services.runtime.steps import Collapser, Plan
+from services.runtime.steps import Collapser, Plan, inert_open
 
 RECORD = struct.Struct("<QQIIIIHHIIiIIQ")
 SIZE = RECORD.size
 _EARLIEST_NS, _LATEST_NS = EARLIEST * 10**9, LATEST * 10**9
 _MAX_STRING = domain.MAX_PATH_BYTES
-_FLOW = event_pb2.EVENT_TYPE_NETWORK_FLOW
+_FLOW, _OPEN = event_pb2.EVENT_TYPE_NETWORK_FLOW, event_pb2.EVENT_TYPE_FILE_OPEN
 Known = dict[tuple[Any, ...], "Plan | Counted"]
 
 
@@ -165,7 +166,9 @@ Cgroups = dict[int, domain.Origin | int]
 class _Batch:
     """What translating a batch's new records needs: its strings and cgroups, and the node's
     translations of earlier batches, keyed by a record's fields with the strings resolved and
-    the attribution's identity (the same Origin object while the attribution is unchanged)."""
+    the attribution's identity (the same Origin object while the attribution is unchanged).
+    Opens that only matter by their path's pattern (steps.inert_open) are keyed by the pattern,
+    so a stream of distinct temporary or failed paths is translated once per pattern."""
 
     __slots__ = ("cgroups", "known", "strings")
 
@@ -177,11 +180,16 @@ class _Batch:
         _, cgroup_id, pid, ppid, uid, comm, kind, bits, s1, s2, value, n1, n2, hits = fields
         strings, count = self.strings, len(self.strings)
         origin = self.cgroups.get(cgroup_id)
+        pattern = None
         if kind == _FLOW:  # the ephemeral port is not kept (domain.Flow), so not in the key
             if bits & 0xF == domain.ACCEPT:
                 n1 = 0
             else:
                 n2 = 0
+        elif kind == _OPEN and s1 < count and hits <= MAX_COUNT:
+            path = strings[s1]
+            if inert_open(path, n1, value):  # the collapser merges it by pattern: translate once
+                pattern, hits = collapse_path(path), 0
         key = (
             id(origin) if origin.__class__ is domain.Origin else origin,
             pid,
@@ -190,8 +198,8 @@ class _Batch:
             strings[comm] if comm < count else None,
             kind,
             bits,
-            strings[s1] if s1 < count and kind in _USES_S1 else None,
-            strings[s2] if s2 < count and kind == _FLOW else None,
+            pattern or (strings[s1] if s1 < count and kind in _USES_S1 else None),
+            pattern is not None or (strings[s2] if s2 < count and kind == _FLOW else None),
             value,
             n1,
             n2,

@@ -4,7 +4,8 @@ batch order and the engine applies the steps in that order.
 
 Events that change a container's process table (exec, fork, exit) and syscall sets stay one step
 per event, in order. Other events merge into the earliest step of an equal event (equal in every
-field but the time; flows also ignoring their hit count),
+field but the time; flows also ignoring their hit count; opens that no rule or process table
+looks at, such as failed ones, equal in their path's pattern, which is all the profile keeps),
 unless something their evaluation depends on may have changed in between: an exec, fork or exit
 of the same pid (the acting executable) or, for flows, a new DNS answer for the remote address
 (the peer's names). So a merged step gives the same detections, alert counts, last-seen times
@@ -18,6 +19,9 @@ from collections.abc import Hashable
 
 from services.runtime import domain
 from services.runtime.domain import Step
+from services.runtime.patterns import collapse_path
+from services.runtime.profiles import WRITE_FLAGS
+from services.runtime.signatures import TOKEN_DIRS
 
 
 class Plan:
@@ -36,7 +40,12 @@ class Plan:
         self.new_answers: tuple[str, ...] = ()  # addresses whose DNS names the event may change
         payload = event.payload
         kind = type(payload)
-        if kind is domain.FileOpen or kind is domain.Capability:
+        if kind is domain.FileOpen:
+            assert isinstance(payload, domain.FileOpen)
+            self.pid = event.pid
+            if inert_open(payload.path, payload.flags, payload.return_value):
+                self.key = _open_key(event, payload)
+        elif kind is domain.Capability:
             self.pid = event.pid
         elif kind is domain.Flow:
             assert isinstance(payload, domain.Flow)
@@ -50,6 +59,28 @@ class Plan:
             self.key, self.replaced = None, (payload.child_pid,)
         elif kind is not domain.Deviation:  # Exec, Exit and SyscallSet stay in order
             self.key, self.replaced = None, (event.pid,)
+
+
+def inert_open(path: str, flags: int, return_value: int) -> bool:
+    """Whether rules and process tables ignore an open, so that only its path's pattern matters
+    (to the profile): true unless it succeeded and wrote (a possible drift) or read a
+    service-account token (R0003)."""
+    if return_value < 0:
+        return True
+    return not flags & WRITE_FLAGS and not path.startswith(TOKEN_DIRS)
+
+
+def _open_key(event: domain.Event, opened: domain.FileOpen) -> Hashable:
+    return (
+        id(event.origin),
+        event.pid,
+        event.ppid,
+        event.uid,
+        event.comm,
+        collapse_path(opened.path),
+        opened.flags,
+        opened.return_value,
+    )
 
 
 def _flow_key(event: domain.Event, flow: domain.Flow) -> Hashable:

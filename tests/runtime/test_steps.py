@@ -14,7 +14,11 @@ from servicekit.storage import engine as make_engine
 from services.runtime import domain, wire
 from services.runtime.engine import Engine
 from services.runtime.store import RuntimeStore
+from tests.packing import packed
 from tests.runtime import builders as b
+
+
+TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/"
 
 
 def dns(name: str, address: str, **extra: Any) -> event_pb2.Event:
@@ -62,6 +66,12 @@ def scenario() -> list[event_pb2.Event]:
         b.wire_open("/etc/other", pid=30, at=t + 24),  # an unknown process: named by its comm
         fork(30, pid=10, at=t + 25),  # then pid 30 is a child of /tmp/server
         b.wire_open("/etc/other", pid=30, at=t + 26),
+        *[
+            b.wire_open(f"/data/{i}/cache", return_value=-2, pid=10, at=t + 27 + i)
+            for i in range(3)
+        ],
+        *[b.wire_open(f"/srv/{i}/out", flags=0o101, pid=10, at=t + 30 + i) for i in range(2)],
+        *[b.wire_open(f"{TOKEN}..{i}/token", pid=10, at=t + 32 + i) for i in range(2)],
     ]
 
 
@@ -128,3 +138,21 @@ def test_translations_are_reused_across_batches_per_node() -> None:
     assert sum(len(p) for p, _, _ in small.nodes.values()) > 5  # grows within a batch, then
     wire.batch(b.batch(2, scenario()[:2]), b.T0, small)  # is dropped when the next overflows
     assert sum(len(p) for p, _, _ in small.nodes.values()) == 2
+
+
+def test_opens_only_the_profile_sees_merge_by_pattern() -> None:
+    """Failed opens of distinct paths with one pattern are one step, in both wire forms;
+    successful writes (drift evidence) and token reads (R0003) stay apart by path."""
+    for form in (b.batch(1, scenario()), packed(b.batch(1, scenario()))):
+        opens = [
+            (s.event.payload.path, s.count)
+            for s in wire.batch(form, b.T0).steps
+            if isinstance(s.event.payload, domain.FileOpen) and s.event.at >= b.T0 + 27
+        ]
+        assert opens == [
+            ("/data/0/cache", 3),
+            ("/srv/0/out", 1),
+            ("/srv/1/out", 1),
+            (f"{TOKEN}..0/token", 1),
+            (f"{TOKEN}..1/token", 1),
+        ]
