@@ -17,7 +17,6 @@ from services.runtime.store import RuntimeStore
 from tests.packing import packed
 from tests.runtime import builders as b
 
-
 TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/"
 
 
