@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from services.runtime import domain
 from services.runtime.alerts import Alert, AlertState
 from services.runtime.containers import Process
@@ -13,7 +15,10 @@ from services.runtime.learning import Profile, WorkloadRecord
 from services.runtime.nodes import Counts, Node
 from services.runtime.profiles import Category, Item, ItemKey, Replica, State
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def profile_row(profile: Profile) -> dict[str, Any]:
