@@ -16,7 +16,6 @@ from services.runtime.nodes import Counts, Node
 from services.runtime.profiles import Category, Item, ItemKey, Replica, State
 
 
-
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
