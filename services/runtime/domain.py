@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 MAX_BATCH_EVENTS = 10_000
 MAX_BATCH_BYTES = 4 * 1024 * 1024
@@ -195,12 +195,13 @@ class Step:
     """One event standing for `count` events of its batch (itself included) that rules and
     profiles cannot tell apart; `last` is the latest of their times (see steps.py)."""
 
-    __slots__ = ("count", "event", "last")
+    __slots__ = ("count", "event", "last", "memo")
 
-    def __init__(self, event: Event, count: int, last: float) -> None:
+    def __init__(self, event: Event, count: int, last: float, memo: Any = None) -> None:
         self.event = event
         self.count = count
         self.last = last
+        self.memo = memo  # where the engine notes that applying it changed nothing (steps.Plan)
 
 
 @dataclass(frozen=True)

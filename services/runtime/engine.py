@@ -115,7 +115,21 @@ class Engine:
                 continue
             if kind is domain.SyscallSet:
                 profile.replica(event.origin, event)
-            self._step(step, profile, box, now)
+            memo = step.memo
+            if memo is None:
+                self._step(step, profile, box, now)
+                continue
+            # An event that changes no table: a repeat in the context in which it last changed
+            # nothing (same profile and state, acting executable, peer's names) is only counted.
+            payload = event.payload
+            names = (
+                box.dns.get(payload.remote_address, ()) if isinstance(payload, domain.Flow) else ()
+            )
+            context = (profile, profile.state, box.exe(event), names)
+            if memo.quiet == context:
+                profile.events_received += step.count
+            else:
+                memo.quiet = context if self._step(step, profile, box, now) else None
         if dropped or unattributed:
             self._blind_spots(node.node, dropped, unattributed, touched)
         changes.nodes.append(node)
@@ -127,22 +141,25 @@ class Engine:
             profile.dirty.clear()
             profile.changed = False
 
-    def _step(self, step: domain.Step, profile: Profile, box: ContainerState, now: float) -> None:
+    def _step(self, step: domain.Step, profile: Profile, box: ContainerState, now: float) -> bool:
+        """Apply one step; return True when it raised no alert and changed no profile item."""
         event = step.event
         detections = rules.evaluate(event, profile, box)
         if detections:
             tree = box.tree(event)
             for detection in detections:
                 self.alerts.record(detection, event, tree, step.count, step.last)
+        learned = False
         if profile.learning:
             payload = event.payload
             names = (
                 box.dns.get(payload.remote_address, ()) if isinstance(payload, domain.Flow) else ()
             )
             context = Context(box.exe(event), box.parent_exe(event), names)
-            profile.learn(event, context, now, step.count)
+            learned = profile.learn(event, context, now, step.count)
         box.observe(event)
         profile.events_received += step.count
+        return not detections and not learned
 
     def _enter(
         self, event: domain.Event, now: float, touched: dict[str, Profile], changes: Changes

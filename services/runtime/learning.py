@@ -96,10 +96,11 @@ class Profile:
             self.changed = True
         return found
 
-    def learn(self, event: domain.Event, context: Context, now: float, count: int = 1) -> int:
-        """Fold `event`, standing for `count` equal events, into the items; return how many new
-        items it brought."""
+    def learn(self, event: domain.Event, context: Context, now: float, count: int = 1) -> bool:
+        """Fold `event`, standing for `count` equal events, into the items; return whether it
+        added or changed any."""
         new = 0
+        touched = False
         pod = event.origin.pod_uid
         startup = (
             event.payload.startup if isinstance(event.payload, domain.SyscallSet) else frozenset()
@@ -119,10 +120,11 @@ class Profile:
                 changed = True
             if enrich(item, category, event, context, count) or changed:
                 self.dirty.add((category, key))
+                touched = True
         if new:
             self.last_new_item = self.update_time = now
             self.changed = True
-        return new
+        return touched or new > 0
 
     def advance(self, now: float) -> bool:
         """Apply the lifecycle at `now`; return True when the state changed."""

@@ -23,17 +23,23 @@ from services.runtime.patterns import collapse_path
 from services.runtime.profiles import WRITE_FLAGS
 from services.runtime.signatures import TOKEN_DIRS
 
+NEVER = object()  # Plan.quiet of the events the engine must always apply
+
 
 class Plan:
     """How the collapser treats every event equal to `event` up to the time: its merge key
     (None for events kept in order), which versions its evaluation depends on (the acting
-    pid's entry, the remote address's DNS names), and which it changes."""
+    pid's entry, the remote address's DNS names), and which it changes. For events that
+    change no process or DNS table (inert opens, flows, capability checks, deviations) the
+    engine keeps in `quiet` the context in which applying it last changed nothing, so that a
+    repeat in a later batch in the same context is only counted."""
 
-    __slots__ = ("address", "event", "key", "new_answers", "pid", "replaced")
+    __slots__ = ("address", "event", "key", "new_answers", "pid", "quiet", "replaced")
 
     def __init__(self, event: domain.Event) -> None:
         self.event = event
         self.key: Hashable | None = self
+        self.quiet: object = None
         self.pid: int | None = None
         self.address: str | None = None
         self.replaced: tuple[int, ...] = ()  # pids whose process-table entry the event changes
@@ -45,6 +51,8 @@ class Plan:
             self.pid = event.pid
             if inert_open(payload.path, payload.flags, payload.return_value):
                 self.key = _open_key(event, payload)
+            else:
+                self.quiet = NEVER  # a write or a token read: always applied
         elif kind is domain.Capability:
             self.pid = event.pid
         elif kind is domain.Flow:
@@ -53,7 +61,7 @@ class Plan:
             self.key = _flow_key(event, payload)
         elif kind is domain.Dns:
             assert isinstance(payload, domain.Dns)
-            self.new_answers = payload.addresses
+            self.new_answers, self.quiet = payload.addresses, NEVER
         elif kind is domain.Fork:
             assert isinstance(payload, domain.Fork)
             self.key, self.replaced = None, (payload.child_pid,)
@@ -124,7 +132,7 @@ class Collapser:
     def add(self, plan: Plan, at: float) -> None:
         """Take the next event of the batch: one equal to `plan.event` but at time `at`."""
         if plan.key is None:
-            self.steps.append(Step(at_time(plan.event, at), 1, at))
+            self.steps.append(Step(at_time(plan.event, at), 1, at, None))
             pids = self._pids
             for pid in plan.replaced:
                 pids[pid] = pids.get(pid, 0) + 1
@@ -139,7 +147,8 @@ class Collapser:
             step.count += 1
             step.last = max(step.last, at)
             return
-        step = self._open[context] = Step(at_time(plan.event, at), 1, at)
+        memo = plan if plan.quiet is not NEVER else None
+        step = self._open[context] = Step(at_time(plan.event, at), 1, at, memo)
         self.steps.append(step)
         addresses = self._addresses
         for address in plan.new_answers:

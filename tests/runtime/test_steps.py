@@ -13,9 +13,11 @@ from parallax.runtime.v1 import event_pb2
 from servicekit.storage import engine as make_engine
 from services.runtime import domain, wire
 from services.runtime.engine import Engine
+from services.runtime.steps import NEVER
 from services.runtime.store import RuntimeStore
 from tests.packing import packed
 from tests.runtime import builders as b
+from tests.runtime.server import Clock
 
 TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/"
 
@@ -155,3 +157,64 @@ def test_opens_only_the_profile_sees_merge_by_pattern() -> None:
             (f"{TOKEN}..0/token", 1),
             (f"{TOKEN}..1/token", 1),
         ]
+
+
+def batches_over_time() -> list[list[event_pb2.Event]]:
+    """Repeats across batches, with the contexts of their evaluation changing in between: a new
+    DNS name for a peer, a new executable for a pid, the profile completing."""
+    t = b.T0
+    steady = [
+        b.wire_open("/etc/app.conf", pid=10, at=t),
+        b.wire_open("/data/1/cache", return_value=-2, pid=10, at=t),
+        flow("10.0.0.5", 443, 40000, pid=10, at=t),
+        b.wire_flow("10.0.0.7", 8443, pid=10, at=t),
+    ]
+    return [
+        [b.wire_exec("/app/server", pid=10, at=t), *steady],
+        steady,
+        [dns("api.example.com", "10.0.0.5", pid=10, at=t), *steady],
+        steady,
+        [b.wire_exec("/app/v2", pid=10, at=t), *steady],
+        steady,
+    ]
+
+
+def test_repeats_in_later_batches_change_nothing_until_their_context_does(tmp_path: Path) -> None:
+    """The engine counts a repeat of an event whose last application changed nothing, in the
+    same context, without applying it again; a new DNS name, a new executable or a finished
+    learning window applies it again. The outcome equals applying every step."""
+    results, quiet = [], []
+    for name in ("remembered", "applied"):
+        clock = Clock(b.T0)
+        bound = make_engine(f"sqlite:///{tmp_path / name}.db")
+        core = Engine(RuntimeStore(bound), clock, default_window=3600)
+        plans = wire.Plans()
+        for sequence, events in enumerate(batches_over_time() * 2, start=1):
+            if sequence == 7:
+                clock.now += 7200  # the window passes: the profile completes
+            batch = wire.batch(packed(b.batch(sequence, events)), clock.now, plans)
+            if name == "applied":
+                for step in batch.steps:
+                    step.memo = None
+            core.ingest(batch)
+        assert core.current[(b.CART, "cart")].state.name == "COMPLETE"
+        late = [b.wire_open("/etc/late.conf", pid=10, at=clock.now)]
+        for sequence in (13, 14, 15):  # quiet while COMPLETE, learned once learning restarts
+            if sequence == 15:
+                core.set_learning(b.CART, "", True, None)
+            batch = wire.batch(packed(b.batch(sequence, late)), clock.now, plans)
+            if name == "applied":
+                for step in batch.steps:
+                    step.memo = None
+            core.ingest(batch)
+        results.append(outcome(core))
+        quiet.append([p for p in plans.nodes["n1"][2].values() if p.quiet not in (None, NEVER)])
+        bound.dispose()
+    assert results[0] == results[1]
+    received, items, alerts, _ = results[0]
+    assert received == sum(len(events) for events in batches_over_time() * 2) + 3
+    assert ("file", ("/etc/late.conf",)) in items
+    assert items[("file", ("/etc/app.conf",))][2] == ["/app/server", "/app/v2"]
+    assert items[("peer", (1, 1, "10.0.0.5", 443))][2] == ["api.example.com"]
+    assert not alerts
+    assert len(quiet[0]) == 4 and not quiet[1]  # only the remembered run skipped repeats
