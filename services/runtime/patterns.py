@@ -16,6 +16,9 @@ _TOKEN_SPLIT = re.compile(r"([-_.])")
 _RANDOM_WITH_DIGIT = re.compile(r"^(?=[A-Za-z]*\d)[A-Za-z0-9]{4,}$")
 _MIXED_CASE = re.compile(r"^(?=.*[a-z])(?=.*[A-Z])[A-Za-z0-9]{6,}$")
 _RANDOM_HINT = re.compile(r"[0-9A-Z]")
+_SPACE = re.compile(r"\s")
+_WORDS = re.compile(r"(\s+)")
+_REDIRECTED = re.compile(r"^([^A-Za-z/]+)(/.*)$")
 # A whole path segment that _dynamic_segment accepts, found in one pass over the path.
 _DYNAMIC_SEGMENT = re.compile(
     r"(?:(?<=/)|^)(?:\d+|[0-9a-fA-F]{8}(?:-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}|[0-9a-fA-F]{16,})"
@@ -53,19 +56,31 @@ def collapse_path(path: str) -> str:
 
 
 def _collapse_argument(argument: str) -> str:
+    if _SPACE.search(argument):  # a script (`sh -c "..."`): each word on its own
+        return "".join(_collapse_word(w) for w in _WORDS.split(argument))
+    return _collapse_word(argument)
+
+
+def _collapse_word(argument: str) -> str:
+    if not argument or argument.isspace():
+        return argument
+    redirected = _REDIRECTED.match(argument)  # `>/tmp/out-x9k2`, `2>/dev/null`, `"/path`
+    if redirected:
+        return redirected[1] + collapse_path(redirected[2])
     if argument.startswith("/"):
         return collapse_path(argument)
     if _dynamic_segment(argument):
         return WILDCARD
     flag, sep, value = argument.partition("=")
     if sep and flag.startswith("-") and value:
-        return f"{flag}={_collapse_argument(value)}"
+        return f"{flag}={_collapse_word(value)}"
     return argument
 
 
 @lru_cache(maxsize=16_384)
 def argv_pattern(argv: tuple[str, ...]) -> tuple[str, ...]:
-    """Return `argv` with varying arguments (numbers, ids, temporary paths) replaced by `*`."""
+    """Return `argv` with varying arguments (numbers, ids, temporary paths) replaced by `*`;
+    an argument with spaces (a `sh -c` script) is collapsed word by word."""
     return tuple(_collapse_argument(a) for a in argv)
 
 

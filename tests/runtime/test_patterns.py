@@ -32,3 +32,16 @@ def test_collapse_path(path: str, pattern: str) -> None:
 def test_argv_pattern_keeps_flags_and_collapses_values() -> None:
     argv = ("/app/worker", "--port=8080", "--job", "31337", "/tmp/in-x9k2ZZ", "serve")
     assert argv_pattern(argv) == ("/app/worker", "--port=*", "--job", "*", "/tmp/in-*", "serve")
+
+
+def test_scripts_collapse_word_by_word() -> None:
+    """`sh -c` scripts carry their varying values inside one argument: each word is collapsed
+    (ids, pids, temporary paths), spacing kept, so a health check run with a new id each time
+    stays one profile item."""
+    first = ("/bin/sh", "-c", "/app/healthcheck --port 8080 --id 1234  >/tmp/out-x9k2ZZ")
+    second = ("/bin/sh", "-c", "/app/healthcheck --port 8080 --id 98765  >/tmp/out-Qz81ab")
+    assert argv_pattern(first) == argv_pattern(second)
+    assert argv_pattern(first)[2] == "/app/healthcheck --port * --id *  >/tmp/out-*"
+    assert argv_pattern(("/bin/sh", "-c", "kill -9 $(cat /run/app/1234/pid)"))[2] == (
+        "kill -9 $(cat /run/app/*/pid)"
+    )
