@@ -1,11 +1,15 @@
 """Drains the probes' ring buffer: records are submitted with BPF_RB_NO_WAKEUP, so a timer thread
-calls ring_buffer_consume() every few tens of milliseconds instead of the kernel waking us per
-event. The Collector keeps decoded events for the recorder and tests, with deadline waits.
+drains it every few tens of milliseconds instead of the kernel waking us per event. The ring is
+read through its memory mapping (agent.probes.ringbuf), or through BCC's per-record callbacks
+where it cannot be mapped. The Collector keeps decoded events for the recorder and tests, with
+deadline waits.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,13 +20,24 @@ from parallax.runtime.v1 import event_pb2 as pb
 from agent.compact import decode_event
 from agent.decode import CgroupChange
 from agent.probes.loader import Loader
+from agent.probes.ringbuf import MappedRing, RingUnavailable
 
 Record = pb.Event | CgroupChange
+# Records per drain of the mapped ring: the kernel reuses their space once the batch is copied.
+BATCH = 4096
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _fall_back(reason: str) -> None:
+    log.warning("The ring buffer is read through BCC's slower callbacks because %s.", reason)
 
 
 class Consumer:
     """Calls `sink` with each raw record, from its own thread, until stopped (then drains), and
-    `drained` (when given) after each drain, so that a sink can hand records on in batches."""
+    `drained` (when given) after each drain, so that a sink can hand records on in batches.
+    `mapped=False` forces BCC's callback path (the fallback, kept for comparison)."""
 
     def __init__(
         self,
@@ -30,12 +45,22 @@ class Consumer:
         sink: Callable[[bytes], None],
         interval: float = 0.025,
         drained: Callable[[], None] | None = None,
+        *,
+        mapped: bool = True,
     ):
         self._loader, self._sink, self._interval = loader, sink, interval
         self._drained = drained
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        loader.table("events").open_ring_buffer(self._callback)
+        table = loader.table("events")
+        self._ring: MappedRing | None = None
+        if mapped:
+            try:
+                self._ring = MappedRing(table.map_fd, table.max_entries)
+            except RingUnavailable as exc:
+                _fall_back(str(exc))
+        if self._ring is None:
+            table.open_ring_buffer(self._callback)
 
     def _callback(self, _ctx: Any, data: Any, size: int) -> int:
         self._sink(ctypes.string_at(data, size))
@@ -43,7 +68,19 @@ class Consumer:
 
     def consume(self) -> None:
         """Drain what the kernel has submitted so far (only when the thread is not running)."""
-        self._loader.bpf.ring_buffer_consume()
+        if self._ring is None:
+            self._loader.bpf.ring_buffer_consume()
+        else:
+            sink = self._sink
+            while True:
+                records = self._ring.drain(BATCH)
+                for raw in records:
+                    try:
+                        sink(raw)
+                    except Exception:  # as under BCC (ctypes reports it): lose one, not the thread
+                        log.exception("a ring-buffer record was lost: the sink failed on it")
+                if len(records) < BATCH:
+                    break
         if self._drained is not None:
             self._drained()
 
