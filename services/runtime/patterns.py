@@ -19,10 +19,10 @@ _RANDOM_HINT = re.compile(r"[0-9A-Z]")
 _SPACE = re.compile(r"\s")
 _WORDS = re.compile(r"(\s+)")
 _REDIRECTED = re.compile(r"^([^A-Za-z/]+)(/.*)$")
-# A whole path segment that _dynamic_segment accepts, found in one pass over the path.
+# A slash and a whole path segment that _dynamic_segment accepts, found in one pass over the
+# path (the leading literal slash lets the scan skip to candidates).
 _DYNAMIC_SEGMENT = re.compile(
-    r"(?:(?<=/)|^)(?:\d+|[0-9a-fA-F]{8}(?:-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}|[0-9a-fA-F]{16,})"
-    r"(?=/|$)"
+    r"/(?:\d+|[0-9a-fA-F]{8}(?:-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}|[0-9a-fA-F]{16,})(?=/|$)"
 )
 
 
@@ -44,7 +44,10 @@ def _collapse_temp_segment(segment: str) -> str:
 def collapse_path(path: str) -> str:
     """Return the pattern of `path`: numeric ids, UUIDs and long hex ids become `*` anywhere;
     random-looking tokens of file names in temporary directories become `*` too."""
-    collapsed = _DYNAMIC_SEGMENT.sub(WILDCARD, path)
+    if path.startswith("/"):
+        collapsed = _DYNAMIC_SEGMENT.sub("/" + WILDCARD, path)
+    else:  # relative: its first segment counts too
+        collapsed = _DYNAMIC_SEGMENT.sub("/" + WILDCARD, "/" + path)[1:]
     if not path.startswith(TEMP_DIRS):
         return collapsed
     segments = collapsed.split("/")

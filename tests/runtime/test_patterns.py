@@ -21,6 +21,9 @@ PATHS = [
         "/var/lib/kubelet/pods/*/volumes",
     ),
     ("/data/blobs/9f86d081884c7d659a2feaa0c55ad015", "/data/blobs/*"),
+    ("1234/stat", "*/stat"),  # relative to the working directory
+    ("cache/77", "cache/*"),
+    ("//proc//12//", "//proc//*//"),
 ]
 
 
