@@ -37,7 +37,10 @@ def _fall_back(reason: str) -> None:
 class Consumer:
     """Calls `sink` with each raw record, from its own thread, until stopped (then drains), and
     `drained` (when given) after each drain, so that a sink can hand records on in batches.
-    `mapped=False` forces BCC's callback path (the fallback, kept for comparison)."""
+    `mapped=False` forces BCC's callback path (the fallback, kept for comparison). `room`, when
+    given, says how many more records the sink's reader can hold: a mapped drain takes no more,
+    so a reader that falls behind leaves records in the ring, where an overflow is counted,
+    instead of growing the agent's memory."""
 
     def __init__(
         self,
@@ -47,9 +50,10 @@ class Consumer:
         drained: Callable[[], None] | None = None,
         *,
         mapped: bool = True,
+        room: Callable[[], int] | None = None,
     ):
         self._loader, self._sink, self._interval = loader, sink, interval
-        self._drained = drained
+        self._drained, self._room = drained, room
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         table = loader.table("events")
@@ -71,15 +75,18 @@ class Consumer:
         if self._ring is None:
             self._loader.bpf.ring_buffer_consume()
         else:
-            sink = self._sink
+            sink, room = self._sink, self._room
             while True:
-                records = self._ring.drain(BATCH)
+                limit = BATCH if room is None else min(BATCH, room())
+                if limit <= 0:
+                    break  # the reader is behind: the records wait in the ring (whose drops count)
+                records = self._ring.drain(limit)
                 for raw in records:
                     try:
                         sink(raw)
                     except Exception:  # as under BCC (ctypes reports it): lose one, not the thread
                         log.exception("a ring-buffer record was lost: the sink failed on it")
-                if len(records) < BATCH:
+                if len(records) < limit:
                     break
         if self._drained is not None:
             self._drained()

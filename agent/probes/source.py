@@ -30,6 +30,9 @@ from agent.probes.loader import EVENT_GROUPS, Loader
 # kubelet's (both cgroup drivers) and `parallax run`'s local pods.
 PREFIXES = ("/kubepods", "/parallax/")
 MAX_READ = 20_000
+# Records drained from the ring but not yet read: beyond this the consumer leaves them in the
+# ring (bounded kernel memory, counted drops) rather than in the agent's heap.
+MAX_QUEUED = 100_000
 
 
 @dataclass
@@ -58,6 +61,8 @@ class KernelSource:
         self.dns = DnsPairs()
         self._records: queue.SimpleQueue[list[Item] | CgroupChange] = queue.SimpleQueue()
         self._pending: list[Item] = []  # this drain's events, touched by the consumer only
+        self._queued = 0  # events ever queued, written by the consumer thread only
+        self._taken = 0  # events ever read, written by `read` only
         self._created: set[int] = set()
         self._report_every, self._last_report = report_every, time.monotonic()
         for prefix in PREFIXES:
@@ -67,7 +72,7 @@ class KernelSource:
                 self.control.track(cgroup_id)
         for group in EVENT_GROUPS:
             self.loader.attach(group)
-        self.consumer = Consumer(self.loader, self._sink, drained=self._drained)
+        self.consumer = Consumer(self.loader, self._sink, drained=self._drained, room=self._room)
         self.consumer.start()
 
     def _sink(self, raw: bytes) -> None:
@@ -86,8 +91,12 @@ class KernelSource:
 
     def _drained(self) -> None:
         if self._pending:
+            self._queued += len(self._pending)
             self._records.put(self._pending)
             self._pending = []
+
+    def _room(self) -> int:
+        return MAX_QUEUED - (self._queued + len(self._pending) - self._taken)
 
     def read(self, timeout: float) -> Read:
         """Wait up to `timeout` for the first record, then take what is queued (bounded)."""
@@ -101,6 +110,7 @@ class KernelSource:
             taken = pending.pop()
             if isinstance(taken, list):
                 out.events.extend(taken)
+                self._taken += len(taken)
             else:
                 self._file(taken, out)
             try:

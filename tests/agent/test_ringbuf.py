@@ -209,6 +209,28 @@ def test_a_failing_sink_loses_one_record_not_the_drain(caplog: pytest.LogCapture
 
 
 @pytest.mark.ebpf
+@needs_x86
+def test_a_reader_behind_leaves_records_in_the_ring() -> None:
+    """With `room`, a drain takes no more than the reader can hold; the rest waits in the ring
+    (where an overflow is the kernel's counted drop) and comes on the next drain, in order."""
+    loader = _loader()
+    try:
+        got: list[bytes] = []
+        room = [25]
+        consumer = Consumer(loader, got.append, room=lambda: room[0] - len(got))
+        emit(60, 0)
+        consumer.consume()
+        assert got == [payload(s) for s in range(25)]
+        consumer.consume()  # still full: nothing taken
+        assert len(got) == 25
+        room[0] = 1000
+        consumer.consume()
+        assert got == [payload(s) for s in range(60)]
+    finally:
+        loader.close()
+
+
+@pytest.mark.ebpf
 def test_consumer_falls_back_to_bcc_elsewhere(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
