@@ -32,7 +32,7 @@ PREFIXES = ("/kubepods", "/parallax/")
 MAX_READ = 20_000
 # Records drained from the ring but not yet read: beyond this the consumer leaves them in the
 # ring (bounded kernel memory, counted drops) rather than in the agent's heap.
-MAX_QUEUED = 100_000
+MAX_QUEUED = 40_000
 
 
 @dataclass
