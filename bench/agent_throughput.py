@@ -2,8 +2,9 @@
 each event costs (agent + runtime, from /proc/<pid>/stat utime+stime) and the agent's peak RSS.
 
 Per run: a real runtime process and a real agent process (plaintext on loopback, learning off so
-no sys_enter tax); a generator in its own local-pod cgroup makes distinct failed opens (one event
-each, never de-duplicated) plus one exec per 1000 opens, at increasing rates for STEP seconds
+no sys_enter tax); a generator (C, built with `cc`) in its own local-pod cgroup makes distinct
+failed opens (one event each, never de-duplicated in the kernel; the runtime merges them into one
+profile item by path pattern) plus one exec per 1000 opens, at increasing rates for STEP seconds
 each. A step passes when the runtime's node counts every generated event and no drop counter
 moved; the run's throughput is the fastest passing step. Medians over RUNS runs.
 Needs root and BCC: `.venv/bin/python bench/agent_throughput.py [RUNS [STEP [RATES]]]`,
@@ -36,32 +37,64 @@ RATES = [int(r) for r in (sys.argv[3] if len(sys.argv) > 3 else DEFAULT_RATES).s
 NODE = "bench-node"
 DRAIN = 30.0  # seconds the runtime gets to count a step's events after the generator ends
 TICK = os.sysconf("SC_CLK_TCK")
-GENERATOR = r"""
-import os, sys, time
-rate, seconds, base = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-opens = spawns = 0
-start = time.monotonic()
-while (now := time.monotonic()) - start < seconds:
-    due = min(int((now - start) * rate) + rate // 200, opens + 2000)  # paced in 5 ms slices
-    while opens < due:
-        try:
-            os.open(f"{base}/{opens}", os.O_RDONLY)
-        except OSError:
-            pass
-        opens += 1
-        if opens % 1000 == 0:
-            os.posix_spawn("/bin/true", ["true"], {})
-            spawns += 1
-    wait = start + due / rate - time.monotonic()
-    if wait > 0:
-        time.sleep(wait)
-while True:
-    try:
-        os.wait()
-    except ChildProcessError:
-        break
-print(opens, spawns, time.monotonic() - start)
+# The load: distinct failed opens paced in 5 ms slices plus one spawn of /bin/true per 1000
+# opens, written in C so that the generator's own CPU (it shares the 2 cores with the agent and
+# the runtime) is the syscalls' and not an interpreter's; prints "opens spawns seconds".
+GENERATOR_C = r"""
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+extern char **environ;
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+int main(int argc, char **argv) {
+    long rate = atol(argv[1]);
+    double seconds = atof(argv[2]), start = now(), t;
+    long opens = 0, spawns = 0;
+    char path[512];
+    char *child[] = {"true", NULL};
+    while ((t = now()) - start < seconds) {
+        long due = (long)((t - start) * rate) + rate / 200;
+        if (due > opens + 2000)
+            due = opens + 2000;
+        while (opens < due) {
+            snprintf(path, sizeof path, "%s/%ld", argv[3], opens);
+            int fd = open(path, O_RDONLY);
+            if (fd >= 0)
+                close(fd);
+            if (++opens % 1000 == 0) {
+                pid_t pid;
+                if (posix_spawn(&pid, "/bin/true", NULL, NULL, child, environ) == 0)
+                    spawns++;
+            }
+        }
+        double wait = start + (double)due / rate - now();
+        if (wait > 0) {
+            struct timespec w = {(time_t)wait, (long)((wait - (time_t)wait) * 1e9)};
+            nanosleep(&w, NULL);
+        }
+    }
+    while (wait(NULL) > 0) {
+    }
+    printf("%ld %ld %f\n", opens, spawns, now() - start);
+    return 0;
+}
 """
+
+
+def generator(workdir: Path) -> Path:
+    """Compile the generator with the system C compiler."""
+    source, binary = workdir / "generator.c", workdir / "generator"
+    source.write_text(GENERATOR_C)
+    subprocess.run(["cc", "-O2", "-o", str(binary), str(source)], check=True)
+    return binary
 
 
 @dataclass
@@ -146,13 +179,15 @@ def start(data: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes],
     return runtime, agent, address
 
 
-def step(stub: RuntimeServiceStub, pod: object, rate: int, pids: tuple[int, int]) -> Step:
+def step(
+    stub: RuntimeServiceStub, pod: object, rate: int, pids: tuple[int, int], binary: Path
+) -> Step:
     """Generate at `rate` for STEP seconds; wait for the runtime to count it all."""
     received0, dropped0 = node_counts(stub)
     cpu0 = [cpu_seconds(p) for p in pids]
     base = f"/nonexistent/{rate}-{time.monotonic_ns()}"
     proc = pod.spawn(  # type: ignore[attr-defined]
-        [sys.executable, "-c", GENERATOR, str(rate), str(STEP), base], stdout=subprocess.PIPE
+        [str(binary), str(rate), str(STEP), base], stdout=subprocess.PIPE
     )
     out, _ = proc.communicate(timeout=STEP + 60)
     opens, spawns, elapsed = out.split()
@@ -176,13 +211,14 @@ def step(stub: RuntimeServiceStub, pod: object, rate: int, pids: tuple[int, int]
 def run() -> tuple[list[Step], tuple[float, float]]:
     """One run: fresh processes, rates in order until the first failing step."""
     with tempfile.TemporaryDirectory() as tmp:
+        binary = generator(Path(tmp))
         runtime, agent, address = start(Path(tmp))
         steps: list[Step] = []
         try:
             with connect(address, timeout=10) as channel, local_pod("bench", "gen") as pod:
                 stub = RuntimeServiceStub(channel)
                 for rate in RATES:
-                    steps.append(step(stub, pod, rate, (agent.pid, runtime.pid)))
+                    steps.append(step(stub, pod, rate, (agent.pid, runtime.pid), binary))
                     print(f"    {_line(steps[-1])}", flush=True)
                     if not steps[-1].passed:
                         break
