@@ -71,7 +71,7 @@ class Session:
 
     def close(self) -> None:
         """Stop consuming and release the programs."""
-        self.consumer.stop()
+        self.consumer.close()
         self.loader.close()
 
 

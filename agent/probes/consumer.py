@@ -58,6 +58,7 @@ class Consumer:
         self._thread: threading.Thread | None = None
         table = loader.table("events")
         self._ring: MappedRing | None = None
+        self._closed = False
         if mapped:
             try:
                 self._ring = MappedRing(table.map_fd, table.max_entries)
@@ -72,6 +73,8 @@ class Consumer:
 
     def consume(self) -> None:
         """Drain what the kernel has submitted so far (only when the thread is not running)."""
+        if self._closed:
+            return
         if self._ring is None:
             self._loader.bpf.ring_buffer_consume()
         else:
@@ -108,6 +111,13 @@ class Consumer:
             self._thread.join()
             self._thread = None
         self.consume()
+
+    def close(self) -> None:
+        """Stop, drain, and unmap the ring (whose kernel memory the mapping keeps alive)."""
+        self.stop()
+        if self._ring is not None:
+            self._ring.close()
+        self._closed = True
 
 
 class Collector:

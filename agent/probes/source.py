@@ -164,5 +164,5 @@ class KernelSource:
 
     def close(self) -> None:
         """Stop consuming and detach every program."""
-        self.consumer.stop()
+        self.consumer.close()
         self.loader.close()

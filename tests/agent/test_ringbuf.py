@@ -231,6 +231,23 @@ def test_a_reader_behind_leaves_records_in_the_ring() -> None:
 
 
 @pytest.mark.ebpf
+@needs_x86
+def test_a_closed_consumer_drains_then_reads_no_more() -> None:
+    loader = _loader()
+    try:
+        got: list[bytes] = []
+        consumer = Consumer(loader, got.append)
+        emit(5, 0)
+        consumer.close()  # drains what was there, then unmaps the ring
+        assert got == [payload(s) for s in range(5)]
+        emit(5, 5)
+        consumer.consume()
+        assert len(got) == 5
+    finally:
+        loader.close()
+
+
+@pytest.mark.ebpf
 def test_consumer_falls_back_to_bcc_elsewhere(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
