@@ -64,7 +64,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read and validate; PARALLAX_RUNTIME_ADDRESS is required."""
         node = text(env, "PARALLAX_NODE_NAME", env.get("NODE_NAME") or socket.gethostname())
-        batch = integer(env, "PARALLAX_BATCH_EVENTS", 1000, low=1, high=10_000)
+        batch = integer(env, "PARALLAX_BATCH_EVENTS", 5000, low=1, high=10_000)
         return cls(
             runtime_address=address(env, "PARALLAX_RUNTIME_ADDRESS", None),
             runtime_tls=tls.from_env(env),

@@ -3,11 +3,14 @@ real `python -m services.runtime` process (SQLite, one transaction per batch) an
 sustained events/s, the service's CPU microseconds per event (medians over runs), and the p99
 latency from sending an alerting event to its alert arriving on WatchAlerts.
 
-    .venv/bin/python bench/runtime_ingest.py [--batches 300] [--batch-size 1000] [--runs 3]
+    .venv/bin/python bench/runtime_ingest.py [--batches 60] [--batch-size 5000] [--runs 3]
         [--mix agent|template] [--wire records|events]
 
 `--wire records` (the default, what the agent sends) packs each batch's events as EventRecords
-with tests/packing.py; `--wire events` sends one Event message per event.
+with tests/packing.py; `--wire events` sends one Event message per event. Batches are as large
+as the agent's default PARALLAX_BATCH_EVENTS (5000), which is what a busy node sends; smaller
+batches cost more per event (each is a transaction and a stream message, and fewer of its events
+repeat within it): `--batches 300 --batch-size 1000` shows how much.
 """
 
 from __future__ import annotations
@@ -313,8 +316,8 @@ def run_once(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--batches", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--mix", choices=["agent", "template"], default="agent")
     parser.add_argument("--wire", choices=["records", "events"], default="records")
