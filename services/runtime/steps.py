@@ -78,28 +78,21 @@ def inert_open(path: str, flags: int, return_value: int) -> bool:
     return not flags & WRITE_FLAGS and not path.startswith(TOKEN_DIRS)
 
 
+def _actor(event: domain.Event) -> tuple[int, int, int, int, str]:
+    """Who acted: the container (its Origin object) and the process."""
+    return (id(event.origin), event.pid, event.ppid, event.uid, event.comm)
+
+
 def _open_key(event: domain.Event, opened: domain.FileOpen) -> Hashable:
-    return (
-        id(event.origin),
-        event.pid,
-        event.ppid,
-        event.uid,
-        event.comm,
-        collapse_path(opened.path),
-        opened.flags,
-        opened.return_value,
-    )
+    """Opens that only the profile sees merge by their path's pattern (see inert_open)."""
+    return (_actor(event), collapse_path(opened.path), opened.flags, opened.return_value)
 
 
 def _flow_key(event: domain.Event, flow: domain.Flow) -> Hashable:
     """Flows differ in hit counts, which neither rules nor profiles look at (their ephemeral
     ports are already 0); other events merge only when equal in everything."""
     return (
-        id(event.origin),
-        event.pid,
-        event.ppid,
-        event.uid,
-        event.comm,
+        _actor(event),
         flow.direction,
         flow.protocol,
         flow.remote_address,
