@@ -33,6 +33,7 @@ from services.runtime.payloads import (
 from services.runtime.steps import Collapser, Plan, inert_open
 
 RECORD = struct.Struct("<QQIIIIHHIIiIIQ")
+_HEAD = struct.Struct("<Q24xH30x")  # a record's monotonic time and event type
 SIZE = RECORD.size
 _EARLIEST_NS, _LATEST_NS = EARLIEST * 10**9, LATEST * 10**9
 _MAX_STRING = domain.MAX_PATH_BYTES
@@ -129,21 +130,19 @@ def read(
     batch = _Batch(strings, _cgroups(message.cgroups, events), events)
     offset, now = message.unix_offset_ns, events.now
     seen: dict[bytes, Plan | Counted] = {}
-    add, unpack, from_bytes = collapser.add, RECORD.unpack_from, int.from_bytes
-    for start in range(0, len(data), SIZE):
-        key = data[start + 8 : start + SIZE]
-        plan = seen.get(key)
-        if plan is None:
-            if key[24:26] == b"\0\0":  # a reference to the next Event message
-                plan, at = events.take()
-            else:
-                fields = unpack(data, start)
-                at = _time(fields[0], offset, now, start)
-                plan = seen[key] = batch.plan(fields, at, start)
-        elif offset:
-            at = _time(from_bytes(data[start : start + 8], "little"), offset, now, start)
+    add, unpack = collapser.add, RECORD.unpack_from
+    start = 0
+    for monotonic_ns, kind in _HEAD.iter_unpack(data):
+        if not kind:  # a reference to the next Event message
+            plan, at = events.take()
         else:
-            at = now
+            key = data[start + 8 : start + SIZE]
+            at = _time(monotonic_ns, offset, now, start)
+            known = seen.get(key)
+            if known is None:
+                known = seen[key] = batch.plan(unpack(data, start), at, start)
+            plan = known
+        start += SIZE
         if plan.__class__ is Plan:
             add(plan, at)  # type: ignore[arg-type]
         else:
