@@ -38,6 +38,7 @@ SIZE = RECORD.size
 _EARLIEST_NS, _LATEST_NS = EARLIEST * 10**9, LATEST * 10**9
 _MAX_STRING = domain.MAX_PATH_BYTES
 _FLOW, _OPEN = event_pb2.EVENT_TYPE_NETWORK_FLOW, event_pb2.EVENT_TYPE_FILE_OPEN
+_FRESH = frozenset({event_pb2.EVENT_TYPE_PROCESS_FORK, event_pb2.EVENT_TYPE_PROCESS_EXIT})
 Known = dict[tuple[Any, ...], "Plan | Counted"]
 
 
@@ -179,6 +180,8 @@ class _Batch:
         _, cgroup_id, pid, ppid, uid, comm, kind, bits, s1, s2, value, n1, n2, hits = fields
         strings, count = self.strings, len(self.strings)
         origin = self.cgroups.get(cgroup_id)
+        if kind in _FRESH:  # a fork names a new pid, an exit ends one: no later record repeats it
+            return _plan(fields, strings, origin, at, start)
         pattern = None
         if kind == _FLOW:  # the ephemeral port is not kept (domain.Flow), so not in the key
             if bits & 0xF == domain.ACCEPT:
