@@ -40,10 +40,24 @@ def _collapse_temp_segment(segment: str) -> str:
     return "".join(parts)
 
 
-@lru_cache(maxsize=65_536)
+# Patterns by path. Cleared when full rather than kept in LRU order: streams of distinct paths
+# (failed lookups, temp files) would pay for the LRU bookkeeping on every miss.
+_PATTERNS: dict[str, str] = {}
+MEMO_SIZE = 65_536
+
+
 def collapse_path(path: str) -> str:
     """Return the pattern of `path`: numeric ids, UUIDs and long hex ids become `*` anywhere;
     random-looking tokens of file names in temporary directories become `*` too."""
+    found = _PATTERNS.get(path)
+    if found is None:
+        if len(_PATTERNS) >= MEMO_SIZE:
+            _PATTERNS.clear()
+        found = _PATTERNS[path] = _pattern(path)
+    return found
+
+
+def _pattern(path: str) -> str:
     if path.startswith("/"):
         collapsed = _DYNAMIC_SEGMENT.sub("/" + WILDCARD, path)
     else:  # relative: its first segment counts too
