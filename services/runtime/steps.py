@@ -8,7 +8,8 @@ field but the time; flows also ignoring their hit count; opens that no rule or p
 looks at, such as failed ones, equal in their path's pattern, which is all the profile keeps),
 unless something their evaluation depends on may have changed in between: an exec, fork or exit
 of the same pid (the acting executable) or, for flows, a new DNS answer for the remote address
-(the peer's names). So a merged step gives the same detections, alert counts, last-seen times
+(the peer's names; a repeat of the address's last answer, same container and name, changes
+nothing). So a merged step gives the same detections, alert counts, last-seen times
 and profile items as its events one by one. One approximation remains: an entry evicted from a
 full process table (over 1024 processes in a container) between two merged events still names
 the executable."""
@@ -34,7 +35,7 @@ class Plan:
     engine keeps in `quiet` the context in which applying it last changed nothing, so that a
     repeat in a later batch in the same context is only counted."""
 
-    __slots__ = ("address", "event", "key", "new_answers", "pid", "quiet", "replaced")
+    __slots__ = ("address", "answerer", "event", "key", "new_answers", "pid", "quiet", "replaced")
 
     def __init__(self, event: domain.Event) -> None:
         self.event = event
@@ -44,6 +45,7 @@ class Plan:
         self.address: str | None = None
         self.replaced: tuple[int, ...] = ()  # pids whose process-table entry the event changes
         self.new_answers: tuple[str, ...] = ()  # addresses whose DNS names the event may change
+        self.answerer: tuple[int, str] = (0, "")  # the container and name a DNS answer is for
         payload = event.payload
         kind = type(payload)
         if kind is domain.FileOpen:
@@ -62,6 +64,7 @@ class Plan:
         elif kind is domain.Dns:
             assert isinstance(payload, domain.Dns)
             self.new_answers, self.quiet = payload.addresses, NEVER
+            self.answerer = (id(event.origin), payload.name)
         elif kind is domain.Fork:
             assert isinstance(payload, domain.Fork)
             self.key, self.replaced = None, (payload.child_pid,)
@@ -114,13 +117,14 @@ def at_time(event: domain.Event, at: float) -> domain.Event:
 class Collapser:
     """Builds the steps of one batch from its events in order."""
 
-    __slots__ = ("_addresses", "_open", "_pids", "steps")
+    __slots__ = ("_addresses", "_answered", "_open", "_pids", "steps")
 
     def __init__(self) -> None:
         self.steps: list[Step] = []
         self._open: dict[Hashable, Step] = {}
         self._pids: dict[int, int] = {}
         self._addresses: dict[str, int] = {}
+        self._answered: dict[str, tuple[int, str]] = {}  # address -> the last (container, name)
 
     def add(self, plan: Plan, at: float) -> None:
         """Take the next event of the batch: one equal to `plan.event` but at time `at`."""
@@ -143,6 +147,8 @@ class Collapser:
         memo = plan if plan.quiet is not NEVER else None
         step = self._open[context] = Step(at_time(plan.event, at), 1, at, memo)
         self.steps.append(step)
-        addresses = self._addresses
+        addresses, answered = self._addresses, self._answered
         for address in plan.new_answers:
-            addresses[address] = addresses.get(address, 0) + 1
+            if answered.get(address) != plan.answerer:  # repeating the last answer changes nothing
+                answered[address] = plan.answerer
+                addresses[address] = addresses.get(address, 0) + 1

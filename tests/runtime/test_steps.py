@@ -73,6 +73,12 @@ def scenario() -> list[event_pb2.Event]:
         ],
         *[b.wire_open(f"/srv/{i}/out", flags=0o101, pid=10, at=t + 30 + i) for i in range(2)],
         *[b.wire_open(f"{TOKEN}..{i}/token", pid=10, at=t + 32 + i) for i in range(2)],
+        dns("x.example.com", "10.0.0.9", pid=10, at=t + 40),
+        flow("10.0.0.9", 443, 42000, pid=10, at=t + 41),
+        dns("x.example.com", "10.0.0.9", pid=12, at=t + 42),  # the same answer again: no change
+        flow("10.0.0.9", 443, 42001, pid=10, at=t + 43),
+        dns("y.example.com", "10.0.0.9", pid=12, at=t + 44),  # a new name for the address
+        flow("10.0.0.9", 443, 42002, pid=10, at=t + 45),
     ]
 
 
@@ -119,6 +125,11 @@ def test_collapsed_steps_equal_event_by_event(tmp_path: Path) -> None:
     assert items[("file", ("/etc/app.conf",))][2] == ["/app/server", "/bin/sh", "/tmp/server"]
     assert items[("file", ("/etc/other",))][2] == ["/tmp/server", "cart"]
     assert items[("peer", (1, 1, "10.0.0.5", 443))][2] == ["api.example.com"]
+    assert items[("peer", (1, 1, "10.0.0.9", 443))][2] == ["x.example.com", "y.example.com"]
+    assert [s.count for s in collapsed.steps if s.event.at >= b.T0 + 41 and s.event.pid == 10] == [
+        2,
+        1,
+    ]  # a repeated answer keeps the flows one step; a new name starts another
     assert items[("capability", (13,))][4] == 3
     (metadata,) = [a for a in alerts if a[0] == "R0005"]
     assert metadata[2:5] == (3, b.T0 + 13, b.T0 + 15)
