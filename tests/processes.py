@@ -1,12 +1,22 @@
-"""Test support for processes: read a child's output up to a marker within a deadline (no
-sleeps), and check that a process id is gone."""
+"""Test support for processes: start a service module on port 0 and learn its address, read a
+child's output up to a marker within a deadline (no sleeps), poll a condition within a deadline,
+and check that a process id is gone."""
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
+import subprocess
+import sys
+import threading
 import time
-from typing import IO
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TypeVar
+
+T = TypeVar("T")
 
 
 def read_until(stream: IO[bytes], marker: bytes, timeout: float) -> bytes:
@@ -52,3 +62,45 @@ def wait_gone(pid: int, timeout: float) -> bool:
             return bool(selector.select(timeout)) or gone(pid)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def service_process(
+    module: str, data: Path, **env: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`python -m <module>` on 127.0.0.1:0, plaintext, SQLite under `data` (stderr to
+    `data/<name>.log`); yields the process and the address it announced, kills it at the end."""
+    environment = {
+        **os.environ,
+        "PARALLAX_LISTEN": "127.0.0.1:0",
+        "PARALLAX_DATA": str(data),
+        "PARALLAX_INSECURE": "true",
+        **env,
+    }
+    for name in ("DATABASE_URL", "PARALLAX_TLS_DIR"):
+        environment.pop(name, None)
+    with (data / f"{module.rsplit('.', 1)[-1]}.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module], env=environment, stdout=subprocess.PIPE, stderr=log
+        )
+    try:
+        assert process.stdout is not None
+        line = read_until(process.stdout, b"\n", timeout=30).split(b"\n")[0]
+        yield process, json.loads(line)["address"]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def eventually(check: Callable[[], T | None], timeout: float, pause: float = 0.05) -> T:
+    """Poll `check` every `pause` seconds until it returns something, within `timeout`."""
+    waiting = threading.Event()
+    for _ in range(int(timeout / pause)):
+        found = check()
+        if found is not None:
+            return found
+        waiting.wait(pause)
+    raise AssertionError(f"condition not met within {timeout}s")

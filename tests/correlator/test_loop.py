@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
@@ -34,21 +34,10 @@ from services.correlator.manifests import Manifests
 from services.correlator.policies import Policies
 from services.correlator.store import CorrelatorStore
 from services.correlator.upstream import Upstreams
+from tests.processes import eventually
 
-T = TypeVar("T")
 CART = workload_pb2.WorkloadRef(namespace="shop", kind="Deployment", name="cart", container="cart")
 UNVERIFIED = 2
-
-
-def eventually(check: Callable[[], T | None], timeout: float) -> T:
-    """Poll `check` until it returns something, within `timeout` seconds."""
-    pause = threading.Event()
-    for _ in range(int(timeout / 0.05)):
-        found = check()
-        if found is not None:
-            return found
-        pause.wait(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def profile() -> profile_pb2.Profile:

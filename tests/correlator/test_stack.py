@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
@@ -33,25 +32,15 @@ from servicekit.channels import connect
 from servicekit.tls import TlsMaterial
 from tests.collector import Collector
 from tests.correlator import shop
+from tests.processes import eventually
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not shutil.which("strace"), reason="needs strace to record /bin/true"),
     pytest.mark.timeout(240),
 ]
-T = TypeVar("T")
+
 V = evidence_pb2
-
-
-def eventually(check: Callable[[], T | None], timeout: float = 60.0) -> T:
-    """Poll `check` until it returns something, within `timeout` seconds."""
-    deadline, pause = threading.Event(), 0.1
-    for _ in range(int(timeout / pause)):
-        found = check()
-        if found is not None:
-            return found
-        deadline.wait(pause)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +109,7 @@ def learned(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> str:
             state = runtime.GetProfile(rt.GetProfileRequest(workload=ref), timeout=10).profile.state
             return True if state == profile_pb2.PROFILE_STATE_COMPLETE else None
 
-        eventually(complete, timeout=30)
+        eventually(complete, timeout=30, pause=0.1)
     return node
 
 
@@ -142,7 +131,7 @@ def recommendations(stub: pb_grpc.CorrelatorServiceStub, kind: int = 0) -> list[
 def test_verdicts_and_hardening_from_a_scan_and_a_profile(
     learned: str, correlator: pb_grpc.CorrelatorServiceStub
 ) -> None:
-    eventually(lambda: recommendations(correlator, 3) or None, timeout=90)
+    eventually(lambda: recommendations(correlator, 3) or None, timeout=90, pause=0.1)
     context = correlator.GetWorkloadContext(
         pb.GetWorkloadContextRequest(workload=shop.CART), timeout=60
     ).workload_context
@@ -181,7 +170,7 @@ def test_new_behaviour_after_complete_makes_a_reviewed_successor_in_one_trace(
     correlator: pb_grpc.CorrelatorServiceStub,
     collector: Collector,
 ) -> None:
-    first = eventually(lambda: recommendations(correlator, 1) or None, timeout=90)
+    first = eventually(lambda: recommendations(correlator, 1) or None, timeout=90, pause=0.1)
     assert first[0].readiness_state == 3, first[0].verification_summary
     report(stack, learned, 2, shop.after_complete_events())
 
@@ -190,7 +179,7 @@ def test_new_behaviour_after_complete_makes_a_reviewed_successor_in_one_trace(
         fresh = [r for r in found.values() if r.supersedes and r.state == 1]
         return (found[fresh[0].supersedes], fresh[0]) if fresh else None
 
-    stale, fresh = eventually(successor, timeout=90)
+    stale, fresh = eventually(successor, timeout=90, pause=0.1)
     assert stale.state == 2 and "ptrace" in stale.state_reason
     assert fresh.review_required and "ptrace" in fresh.review_diff
     assert fresh.readiness_state == 3, fresh.verification_summary
@@ -216,7 +205,7 @@ def test_new_behaviour_after_complete_makes_a_reviewed_successor_in_one_trace(
         wanted = {"parallax-correlator", "parallax-runtime", "parallax-policygen"}
         return services if wanted <= services else None
 
-    assert "parallax-posture" in eventually(spanning, timeout=30)
+    assert "parallax-posture" in eventually(spanning, timeout=30, pause=0.1)
 
 
 def test_incidents_risks_and_vulnerabilities(
@@ -226,7 +215,7 @@ def test_incidents_risks_and_vulnerabilities(
         found = correlator.ListIncidents(pb.ListIncidentsRequest(workload=shop.CART), timeout=30)
         return next((i for i in found.incidents if i.alert.rule_id == "R0002"), None)
 
-    incident = eventually(shell, timeout=90)
+    incident = eventually(shell, timeout=90, pause=0.1)
     assert incident.severity == 4 and "privileged" in incident.title
     assert any(s.mitre_technique_id == "T1611" for s in incident.attack_path_steps)
     risks = correlator.ListRisks(pb.ListRisksRequest(namespace="shop"), timeout=60).risks

@@ -9,10 +9,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -25,21 +23,10 @@ from servicekit.channels import connect
 from servicekit.errors import Unavailable
 from services.policygen import jail
 from services.policygen import verify_seccomp as vs
-from tests.processes import gone, read_until
+from tests.processes import eventually, gone, service_process
 
 AUDIT = json.dumps({"defaultAction": "SCMP_ACT_LOG", "syscalls": []})
 SLEEP = ("sleep", "600")
-
-
-def eventually(check: Callable[[], int | None], timeout: float) -> int:
-    """Poll `check` until it returns a value, within `timeout` seconds."""
-    pause = threading.Event()
-    for _ in range(int(timeout / 0.05)):
-        found = check()
-        if found is not None:
-            return found
-        pause.wait(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def sleeper(parent: int) -> Callable[[], int | None]:
@@ -57,35 +44,6 @@ def sleeper(parent: int) -> Callable[[], int | None]:
         return None
 
     return find
-
-
-@contextmanager
-def policygen(data: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`python -m services.policygen` on 127.0.0.1:0, plaintext; its address."""
-    env = {
-        **os.environ,
-        "PARALLAX_INSECURE": "true",
-        "PARALLAX_LISTEN": "127.0.0.1:0",
-        "PARALLAX_DATA": str(data),
-    }
-    env.pop("PARALLAX_TLS_DIR", None)
-    with (data / "policygen.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.policygen"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=log,
-        )
-    try:
-        assert process.stdout is not None
-        line = read_until(process.stdout, b"\n", timeout=30).split(b"\n")[0]
-        yield process, json.loads(line)["address"]
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        assert process.stdout is not None
-        process.stdout.close()
 
 
 def start_verification(address: str) -> tuple[threading.Thread, list[grpc.StatusCode]]:
@@ -116,7 +74,7 @@ def start_verification(address: str) -> tuple[threading.Thread, list[grpc.Status
 def test_the_verified_command_dies_with_the_service(
     tmp_path: Path, signum: int, returncode: int
 ) -> None:
-    with policygen(tmp_path) as (process, address):
+    with service_process("services.policygen", tmp_path) as (process, address):
         thread, codes = start_verification(address)
         pid = eventually(sleeper(process.pid), timeout=30)
         process.send_signal(signum)
