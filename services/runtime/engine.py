@@ -115,21 +115,22 @@ class Engine:
                 continue
             if kind is domain.SyscallSet:
                 profile.replica(event.origin, event)
-            memo = step.memo
-            if memo is None:
-                self._step(step, profile, box, now)
-                continue
-            # An event that changes no table: a repeat in the context in which it last changed
-            # nothing (same profile and state, acting executable, peer's names) is only counted.
             payload = event.payload
             names = (
                 box.dns.get(payload.remote_address, ()) if isinstance(payload, domain.Flow) else ()
             )
-            context = (profile, profile.state, box.exe(event), names)
+            exe, memo = box.exe(event), step.memo
+            if memo is None:
+                self._step(step, profile, box, now, exe=exe, names=names)
+                continue
+            # An event that changes no table: a repeat in the context in which it last changed
+            # nothing (same profile and state, acting executable, peer's names) is only counted.
+            context = (profile, profile.state, exe, names)
             if memo.quiet == context:
                 profile.events_received += step.count
             else:
-                memo.quiet = context if self._step(step, profile, box, now) else None
+                quiet = self._step(step, profile, box, now, exe=exe, names=names)
+                memo.quiet = context if quiet else None
         if dropped or unattributed:
             self._blind_spots(node.node, dropped, unattributed, touched)
         changes.nodes.append(node)
@@ -141,8 +142,18 @@ class Engine:
             profile.dirty.clear()
             profile.changed = False
 
-    def _step(self, step: domain.Step, profile: Profile, box: ContainerState, now: float) -> bool:
-        """Apply one step; return True when it raised no alert and changed no profile item."""
+    def _step(
+        self,
+        step: domain.Step,
+        profile: Profile,
+        box: ContainerState,
+        now: float,
+        *,
+        exe: str,
+        names: tuple[str, ...],
+    ) -> bool:
+        """Apply one step (`exe` is the acting executable, `names` the peer's DNS names);
+        return True when it raised no alert and changed no profile item."""
         event = step.event
         detections = rules.evaluate(event, profile, box)
         if detections:
@@ -151,11 +162,7 @@ class Engine:
                 self.alerts.record(detection, event, tree, step.count, step.last)
         learned = False
         if profile.learning:
-            payload = event.payload
-            names = (
-                box.dns.get(payload.remote_address, ()) if isinstance(payload, domain.Flow) else ()
-            )
-            context = Context(box.exe(event), box.parent_exe(event), names)
+            context = Context(exe, box.parent_exe(event), names)
             learned = profile.learn(event, context, now, step.count)
         box.observe(event)
         profile.events_received += step.count

@@ -124,7 +124,7 @@ class Profile:
         if new:
             self.last_new_item = self.update_time = now
             self.changed = True
-        return touched or new > 0
+        return touched  # a new item is touched too: its first pod is added
 
     def advance(self, now: float) -> bool:
         """Apply the lifecycle at `now`; return True when the state changed."""

@@ -139,10 +139,10 @@ def read(
         else:
             key = data[start + 8 : start + SIZE]
             at = _time(monotonic_ns, offset, now, start)
-            known = seen.get(key)
-            if known is None:
-                known = seen[key] = batch.plan(unpack(data, start), at, start)
-            plan = known
+            found = seen.get(key)
+            if found is None:
+                found = seen[key] = batch.plan(unpack(data, start), at, start)
+            plan = found
         start += SIZE
         if plan.__class__ is Plan:
             add(plan, at)  # type: ignore[arg-type]
