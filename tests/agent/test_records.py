@@ -7,7 +7,6 @@ runtime that does not read records: never sent records, or their loss counted an
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -28,8 +27,8 @@ from agent.metrics import AgentMetrics
 from agent.ship.outbox import MAX_BYTES, Outbox
 from agent.ship.sender import Sender
 from servicekit.channels import connect
+from tests.packing import RECORD
 
-RECORD = struct.Struct("<QQIIIIHHIIiIIQ")
 TIMEOUT = 20.0
 AGENT_BUFFER = blind_spot_pb2.DROP_SOURCE_AGENT_BUFFER
 NO_CGROUP = event_pb2.UNATTRIBUTED_REASON_NO_CGROUP
