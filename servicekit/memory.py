@@ -4,13 +4,21 @@ Services allocate many short-lived objects per request and keep large caches (th
 translations, profiles and alerts). With the default thresholds (700, 10, 10) the collector's
 older generations walk those caches over and over: 25-30% of the runtime's ingest CPU in
 bench/runtime_ingest.py. Rarer collections of the older generations still collect cycles. (The
-agent was measured too: no difference, so it keeps the defaults.)"""
+agent was measured too: no difference, so it keeps the defaults.)
+
+A service whose work comes in large units (the runtime's batches of thousands of events) also
+uses `Settler`: after each unit, what survived it moves out of the collector's sight, so that
+collections walk only the objects of the unit in progress, and a full collection on a timer
+reclaims any cycles that moved with them."""
 
 from __future__ import annotations
 
 import gc
+import threading
+from collections.abc import Callable
 
 GC_THRESHOLDS = (5_000, 100, 100)
+FULL_EVERY = 900.0  # seconds between the Settler's full collections
 
 
 def tune_collector() -> None:
@@ -18,3 +26,32 @@ def tune_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+class Settler:
+    """Call `settle()` after each unit of work. It freezes what is alive (gc.freeze: the
+    survivors join the permanent generation, which collections skip; garbage among them is
+    still freed by reference counting), and every `full_every` seconds of `clock` it thaws
+    everything and runs a full collection first, so cyclic garbage lives at most that long.
+    That collection walks the whole heap: 0.3 s with 400k objects in the runtime's caches, once
+    per `full_every`. (The runtime's ingest leaves no cyclic garbage: 0 found after 60 batches
+    of bench/runtime_ingest.py; the collection is for whatever else might.) Safe to call from
+    several threads."""
+
+    def __init__(self, clock: Callable[[], float], full_every: float = FULL_EVERY) -> None:
+        self.clock, self.full_every = clock, full_every
+        self.last_full = clock()
+        self.full_collections = 0
+        self._lock = threading.Lock()
+
+    def settle(self) -> None:
+        """Freeze the survivors of the unit just done; collect fully when one is due."""
+        now = self.clock()
+        if now - self.last_full >= self.full_every:
+            with self._lock:
+                if now - self.last_full >= self.full_every:
+                    self.last_full = now
+                    self.full_collections += 1
+                    gc.unfreeze()
+                    gc.collect()
+        gc.freeze()

@@ -4,6 +4,7 @@ under the engine's lock, and renders responses. Errors are domain errors mapped 
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ from parallax.type.v1 import change_pb2
 
 from servicekit import authz, serve
 from servicekit.errors import InvalidArgument
+from servicekit.memory import Settler
 from servicekit.pagination import Page, page
 from services.runtime import queries, render, rules, wire
 from services.runtime.agentnodes import DEFAULT_AGENT_NAMESPACE, AgentNodes
@@ -50,9 +52,13 @@ def _seconds(stamp: Any) -> float:
 class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
     """Serves ingest, profiles, learning targets, alerts, rules and nodes."""
 
-    def __init__(self, engine: Engine, agents: AgentNodes | None = None) -> None:
+    def __init__(
+        self, engine: Engine, agents: AgentNodes | None = None, settler: Settler | None = None
+    ) -> None:
         self.engine = engine
         self.plans = wire.Plans()
+        # Batches are large units of work; what survives one leaves the collector's sight.
+        self.settler = settler or Settler(time.monotonic)
         # Without a node check of its own: no Kubernetes access, pod-named agents are refused.
         self.agents = agents or AgentNodes(None, engine.clock, namespace=DEFAULT_AGENT_NAMESPACE)
 
@@ -63,6 +69,8 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
             _check_node(context, request, self.agents)
             batch = wire.batch(request, self.engine.clock(), self.plans)
             duplicate = self.engine.ingest(batch)
+            del batch
+            self.settler.settle()
             yield pb.ReportEventsResponse(
                 acknowledged_sequence=request.sequence, duplicate=duplicate, records_read=True
             )
