@@ -1,6 +1,7 @@
 """Reading of a batch's packed EventRecords (layout RECORD_LAYOUT_V1 in event.proto) into the
 steps collapser, in record order: a record equal to an earlier one of the batch but for its time
-reuses that one's translation, so a repeated behaviour costs a slice and a dictionary lookup.
+reuses that one's translation, so a repeated behaviour costs a slice and a dictionary lookup
+(flows compare without their ephemeral port, which the domain does not keep).
 References (event type 0) take the next Event message of the batch from `Events`. Any problem
 rejects the whole batch with InvalidArgument naming the record."""
 
@@ -33,7 +34,7 @@ from services.runtime.payloads import (
 from services.runtime.steps import Collapser, Plan, inert_open
 
 RECORD = struct.Struct("<QQIIIIHHIIiIIQ")
-_HEAD = struct.Struct("<Q24xH30x")  # a record's monotonic time and event type
+_HEAD = struct.Struct("<Q24xHH28x")  # a record's monotonic time, event type and bits
 SIZE = RECORD.size
 _EARLIEST_NS, _LATEST_NS = EARLIEST * 10**9, LATEST * 10**9
 _MAX_STRING = domain.MAX_PATH_BYTES
@@ -133,11 +134,16 @@ def read(
     seen: dict[bytes, Plan | Counted] = {}
     add, unpack = collapser.add, RECORD.unpack_from
     start = 0
-    for monotonic_ns, kind in _HEAD.iter_unpack(data):
+    for monotonic_ns, kind, bits in _HEAD.iter_unpack(data):
         if not kind:  # a reference to the next Event message
             plan, at = events.take()
         else:
-            key = data[start + 8 : start + SIZE]
+            if kind != _FLOW:
+                key = data[start + 8 : start + SIZE]
+            elif bits & 0xF == domain.ACCEPT:  # flows equal but for the ephemeral port are one
+                key = data[start + 8 : start + 48] + data[start + 52 : start + SIZE]
+            else:
+                key = data[start + 8 : start + 52] + data[start + 56 : start + SIZE]
             at = _time(monotonic_ns, offset, now, start)
             found = seen.get(key)
             if found is None:

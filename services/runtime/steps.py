@@ -26,6 +26,22 @@ from services.runtime.signatures import TOKEN_DIRS
 
 NEVER = object()  # Plan.quiet of the events the engine must always apply
 
+# Merge keys by value, so that plans with equal keys share one key object and the collapser can
+# key its steps by that object's identity (hashing a few ints, not the key's nested fields on
+# every event). Cleared when full: plans keyed before and after a clear then stop merging with
+# each other, which costs steps, never correctness.
+_CANONICAL: dict[Hashable, Hashable] = {}
+CANONICAL_SIZE = 262_144
+
+
+def _canonical(key: Hashable) -> Hashable:
+    found = _CANONICAL.get(key)
+    if found is None:
+        if len(_CANONICAL) >= CANONICAL_SIZE:
+            _CANONICAL.clear()
+        found = _CANONICAL[key] = key
+    return found
+
 
 class Plan:
     """How the collapser treats every event equal to `event` up to the time: its merge key
@@ -52,7 +68,7 @@ class Plan:
             assert isinstance(payload, domain.FileOpen)
             self.pid = event.pid
             if inert_open(payload.path, payload.flags, payload.return_value):
-                self.key = _open_key(event, payload)
+                self.key = _canonical(_open_key(event, payload))
             else:
                 self.quiet = NEVER  # a write or a token read: always applied
         elif kind is domain.Capability:
@@ -60,7 +76,7 @@ class Plan:
         elif kind is domain.Flow:
             assert isinstance(payload, domain.Flow)
             self.address = payload.remote_address
-            self.key = _flow_key(event, payload)
+            self.key = _canonical(_flow_key(event, payload))
         elif kind is domain.Dns:
             assert isinstance(payload, domain.Dns)
             self.new_answers, self.quiet = payload.addresses, NEVER
@@ -121,7 +137,7 @@ class Collapser:
 
     def __init__(self) -> None:
         self.steps: list[Step] = []
-        self._open: dict[Hashable, Step] = {}
+        self._open: dict[tuple[int, int, int], Step] = {}
         self._pids: dict[int, int] = {}
         self._addresses: dict[str, int] = {}
         self._answered: dict[str, tuple[int, str]] = {}  # address -> the last (container, name)
@@ -135,7 +151,7 @@ class Collapser:
                 pids[pid] = pids.get(pid, 0) + 1
             return
         context = (
-            plan.key,
+            id(plan.key),  # alive as long as the plan, which outlives the batch's collapsing
             self._pids.get(plan.pid, 0) if plan.pid is not None else 0,
             self._addresses.get(plan.address, 0) if plan.address is not None else 0,
         )

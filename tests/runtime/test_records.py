@@ -233,3 +233,21 @@ def test_ephemeral_ports_are_not_behaviour() -> None:
         ]
     again = wire.batch(packed(b.batch(3, accepted[::-1])), NOW, plans).steps
     assert again[0].event.payload is steps[1].event.payload  # a known translation, reused
+
+
+def test_the_ports_that_are_behaviour_keep_flows_apart() -> None:
+    """Records compare without the ephemeral port only: another remote port of a connection or
+    another local port of an accept is another step."""
+    events = [b.wire_flow("10.0.0.5", port, at=b.T0 + i) for i, port in enumerate((5432, 5433))]
+    for local in (8080, 8443):
+        accept = b.wire_flow("10.1.0.9", 50000 + local, at=b.T0 + 3)
+        accept.network_flow.direction = event_pb2.FLOW_DIRECTION_ACCEPT
+        accept.network_flow.local_port = local
+        events.append(accept)
+    steps = wire.batch(packed(b.batch(1, events + events)), NOW).steps
+    assert [(s.event.payload.remote_port, s.event.payload.local_port, s.count) for s in steps] == [
+        (5432, 0, 2),
+        (5433, 0, 2),
+        (0, 8080, 2),
+        (0, 8443, 2),
+    ]
