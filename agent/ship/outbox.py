@@ -1,9 +1,12 @@
 """The agent's send buffer, without I/O: events go into batches of bounded size and latency,
 numbered per session from 1; sealed batches stay until acknowledged; beyond the buffer bound
 events are dropped, counted per type and reported with a gap record, never silently. Drop
-counters and unattributed counts ride on batches as explicit records. Compact records are
-packed (agent.ship.records) once the runtime has acknowledged with `records_read`; a batch of
-them acknowledged without it counts them as lost and turns packing off. Driven by the sender."""
+counters and unattributed counts ride on batches as explicit records; the counters go out at
+least every `counter_interval` even when nothing happened, so that the runtime knows the node
+was watching (its profiles count only watched time towards their learning window). Compact
+records are packed (agent.ship.records) once the runtime has acknowledged with `records_read`;
+a batch of them acknowledged without it counts them as lost and turns packing off. Driven by
+the sender."""
 
 from __future__ import annotations
 
@@ -125,7 +128,7 @@ class Outbox:
         """Seconds until `seal` has work; None when only new events or an ack can make some."""
         if self._waiting():
             return None
-        times = [self._drops_sent_at + self._counter_interval] if self._drops else []
+        times = [self._drops_sent_at + self._counter_interval]  # counters double as heartbeats
         if self._since is not None:
             times.append(self._since + self._latency)
         return max(min(times) - self._clock(), 0.0) if times else None
@@ -139,7 +142,7 @@ class Outbox:
         counters and gaps only waits while the newest unacked batch is one too, which bounds
         them."""
         now = self._clock()
-        counters_due = bool(self._drops) and now - self._drops_sent_at >= self._counter_interval
+        counters_due = now - self._drops_sent_at >= self._counter_interval
         self._drops_changed |= counters_due
         full = len(self._open) >= self._batch_events
         late = counters_due or (self._since is not None and now - self._since >= self._latency)

@@ -42,6 +42,7 @@ def profile_row(profile: Profile) -> dict[str, Any]:
             profile.window,
         ],
         "counts": [profile.events_received, profile.events_dropped, profile.unattributed],
+        "watch": [profile.watched, profile.mark, profile.gaps, profile.gap_detail],
         "replicas": replicas,
     }
     return {"name": profile.name, "workload": profile.workload.path, "data": _dumps(data)}
@@ -62,6 +63,9 @@ def profile(data: str) -> Profile:
         found.window,
     ) = raw["times"]
     found.events_received, found.events_dropped, found.unattributed = raw["counts"]
+    # Rows written before watched time was kept: watched from the last new item on.
+    watch = raw.get("watch") or [0.0, found.last_new_item, 0, ""]
+    found.watched, found.mark, found.gaps, found.gap_detail = watch
     for uid, (pod, node, cgroup, container_id, start, reason) in raw["replicas"].items():
         found.replicas[uid] = Replica.restore(
             pod,

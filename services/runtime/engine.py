@@ -14,7 +14,7 @@ from services.runtime import domain, rules
 from services.runtime.alerts import Alert, AlertBook, AlertState
 from services.runtime.containers import ContainerState
 from services.runtime.learning import DEFAULT_WINDOW, Profile, WorkloadRecord
-from services.runtime.nodes import Node
+from services.runtime.nodes import SILENT_AFTER, Node
 from services.runtime.profiles import Context, profile_name
 from services.runtime.sequences import Seen
 from services.runtime.store import Changes, RuntimeStore
@@ -99,14 +99,18 @@ class Engine:
     def _apply(self, batch: domain.Batch, now: float, changes: Changes) -> None:
         node = self.nodes.get(batch.report.node) or Node(batch.report.node)
         self.nodes[node.node] = node
+        resumed = (node.node, node.last_report)  # the time before this batch was not watched
         dropped, unattributed = node.apply(batch, now)
+        gaps = batch.report.gaps
         touched: dict[str, Profile] = {}
         seen_origins: dict[int, tuple[Profile, ContainerState]] = {}
         for step in batch.steps:
             event = step.event
             pair = seen_origins.get(id(event.origin))
             if pair is None:
-                pair = seen_origins[id(event.origin)] = self._enter(event, now, touched, changes)
+                pair = seen_origins[id(event.origin)] = self._enter(
+                    event, now, touched, changes, resumed
+                )
             profile, box = pair
             kind = type(event.payload)
             if kind is domain.Fork or kind is domain.Exit:
@@ -131,8 +135,8 @@ class Engine:
             else:
                 quiet = self._step(step, profile, box, now, exe=exe, names=names)
                 memo.quiet = context if quiet else None
-        if dropped or unattributed:
-            self._blind_spots(node.node, dropped, unattributed, touched)
+        if dropped or unattributed or gaps:
+            self._blind_spots(node.node, dropped, unattributed, gaps, touched)
         changes.nodes.append(node)
         for profile in touched.values():
             changes.profiles.append(profile)
@@ -169,7 +173,12 @@ class Engine:
         return not detections and not learned
 
     def _enter(
-        self, event: domain.Event, now: float, touched: dict[str, Profile], changes: Changes
+        self,
+        event: domain.Event,
+        now: float,
+        touched: dict[str, Profile],
+        changes: Changes,
+        resumed: tuple[str, float],
     ) -> tuple[Profile, ContainerState]:
         origin = event.origin
         record = self._workload(origin.workload, now)
@@ -180,7 +189,7 @@ class Engine:
         if not any(w is record for w in changes.workloads):
             changes.workloads.append(record)
         profile = self._profile(origin, record, now, touched)
-        profile.advance(now)
+        profile.advance(now, self._watched_until(profile, resumed))
         profile.replica(origin, event)
         touched[profile.name] = profile
         box_key = (origin.pod_uid, origin.container)
@@ -213,20 +222,42 @@ class Engine:
         return profile
 
     def _blind_spots(
-        self, node: str, dropped: int, unattributed: int, touched: dict[str, Profile]
+        self,
+        node: str,
+        dropped: int,
+        unattributed: int,
+        gaps: tuple[domain.Gap, ...],
+        touched: dict[str, Profile],
     ) -> None:
         for profile in self.current.values():
             if profile.learning and any(r.node == node for r in profile.replicas.values()):
                 profile.events_dropped += dropped
                 profile.unattributed += unattributed
+                for gap in gaps:
+                    profile.note_gap(f"node {node}: {gap.detail or 'no detail'}")
                 touched[profile.name] = profile
+
+    def _watched_until(self, profile: Profile, resumed: tuple[str, float] = ("", 0.0)) -> float:
+        """Until when a node running a replica of `profile` was watching: its last report plus
+        the time within which its agent reports even when idle (nodes.SILENT_AFTER). For the
+        node of the batch being applied (`resumed`), its report before that batch: a batch
+        after a silence (an agent reconnecting with its backlog) does not make the silence
+        watched, so its events are still learned."""
+        until = 0.0
+        for replica in profile.replicas.values():
+            node = self.nodes.get(replica.node)
+            if node is None:
+                continue
+            last = resumed[1] if node.node == resumed[0] else node.last_report
+            until = max(until, last)
+        return until + SILENT_AFTER if until else 0.0
 
     def tick(self) -> list[Profile]:
         """Apply the lifecycle to every learning profile now; store and return the changed.
         Every PRUNE_EVERY seconds, also prune the dedupe records resends no longer need."""
         with self.lock:
             now = self.clock()
-            moved = [p for p in self.current.values() if p.advance(now)]
+            moved = [p for p in self.current.values() if p.advance(now, self._watched_until(p))]
             if moved:
                 self._commit(Changes(profiles=moved), lambda: None)
             if now - self.pruned >= PRUNE_EVERY:

@@ -1,7 +1,10 @@
 """One behaviour profile and its learning lifecycle: items are added while LEARNING; once the
 window passes with no new item the profile becomes COMPLETE, or PARTIAL when no replica's start
-was observed or events were dropped while learning. Pure; times are epoch seconds from the
-engine's injectable clock."""
+was observed, or events were dropped or observation gaps reported on its nodes while learning.
+Only watched time counts towards the window: time in which a node running a replica reported
+(the engine says until when; agents report at least every minute). An agent that went silent,
+or a runtime that was down, cannot make a profile complete: nobody saw that nothing new
+happened. Pure; times are epoch seconds from the engine's injectable clock."""
 
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ class Coverage:
     events_dropped: int
     unattributed: int
     events_received: int
+    watched: float = 0.0
+    gaps: int = 0
 
 
 class Profile:
@@ -70,6 +75,10 @@ class Profile:
         self.complete_time: float | None = None
         self.window = DEFAULT_WINDOW
         self.events_received = self.events_dropped = self.unattributed = 0
+        self.watched = 0.0  # seconds of watched time since the last new item
+        self.mark = now  # up to when watched time has been accounted
+        self.gaps = 0  # observation gaps reported on its nodes while learning
+        self.gap_detail = ""  # the first of them, as its agent described it
         self.replicas: dict[str, Replica] = {}
         self.items: dict[Category, dict[ItemKey, Item]] = {c: {} for c in Category}
         self.dirty: set[tuple[Category, ItemKey]] = set()
@@ -122,17 +131,26 @@ class Profile:
                 self.dirty.add((category, key))
                 touched = True
         if new:
-            self.last_new_item = self.update_time = now
+            self.last_new_item = self.update_time = self.mark = now
+            self.watched = 0.0
             self.changed = True
         return touched  # a new item is touched too: its first pod is added
 
-    def advance(self, now: float) -> bool:
-        """Apply the lifecycle at `now`; return True when the state changed."""
-        if self.state is not State.LEARNING or now - self.last_new_item < self.window:
+    def advance(self, now: float, watched_until: float) -> bool:
+        """Apply the lifecycle at `now`, counting the time since the last call as watched up to
+        `watched_until` (when a node of a replica was last known to report); return True when
+        the state changed."""
+        if self.state is not State.LEARNING:
+            return False
+        start, self.mark = self.mark, max(self.mark, now)
+        end = min(now, watched_until)
+        if end > start:
+            self.watched += end - start
+        if self.watched < self.window:
             return False
         self.complete_time = self.update_time = now
-        start, why = self.start_verdict()
-        if not start:
+        started, why = self.start_verdict()
+        if not started:
             self.state, self.reason = (
                 State.PARTIAL,
                 f"PARTIAL: container start not observed ({why})",
@@ -142,16 +160,36 @@ class Profile:
             self.reason = (
                 f"PARTIAL: {self.events_dropped} events dropped on its nodes while learning"
             )
+        elif self.gaps:
+            self.state = State.PARTIAL
+            self.reason = (
+                f"PARTIAL: {self.gaps} observation gaps on its nodes while learning"
+                f" (first: {self.gap_detail})"
+            )
         else:
             self.state = State.COMPLETE
-            self.reason = f"COMPLETE: no new behaviour for {self.window:g}s; {why}"
+            self.reason = f"COMPLETE: no new behaviour in {self.window:g}s watched; {why}"
+            if self.unattributed:
+                self.reason += (
+                    f"; {self.unattributed} events on its nodes were not attributed to any pod"
+                )
         self.changed = True
         return True
 
+    def note_gap(self, detail: str) -> None:
+        """Count an observation gap reported on a node of a replica while learning."""
+        self.gaps += 1
+        self.gap_detail = self.gap_detail or detail[:200]
+        self.changed = True
+
     def restart(self, now: float, window: float) -> None:
-        """Opt in again: back to LEARNING with a fresh window."""
+        """Opt in again: back to LEARNING with a fresh window, and the blind spots of the
+        previous one forgotten (they are about behaviour this window will see again)."""
         self.state, self.reason = State.LEARNING, "LEARNING: learning restarted"
-        self.last_new_item = self.update_time = now
+        self.last_new_item = self.update_time = self.mark = now
+        self.watched = 0.0
+        self.events_dropped = self.unattributed = self.gaps = 0
+        self.gap_detail = ""
         self.complete_time = None
         self.window = window
         self.changed = True
@@ -178,6 +216,8 @@ class Profile:
             events_dropped=self.events_dropped,
             unattributed=self.unattributed,
             events_received=self.events_received,
+            watched=self.watched,
+            gaps=self.gaps,
         )
 
     def syscall_numbers(self) -> dict[int, list[int]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from services.runtime import domain
 
-SILENT_AFTER = 60.0
+SILENT_AFTER = 150.0  # agents report at least every minute, idle or not (agent.ship.outbox)
 MAX_GAPS = 100
 
 Counts = dict[tuple[int, int], int]
@@ -64,7 +64,7 @@ class Node:
         return total
 
     def reporting(self, now: float) -> bool:
-        """Return True when a batch arrived within the last minute."""
+        """Return True when a batch arrived within SILENT_AFTER seconds."""
         return now - self.last_report <= SILENT_AFTER
 
 

@@ -161,6 +161,8 @@ def profile(found: Profile, now: float, summary_only: bool = False) -> profile_p
             events_dropped=cover.events_dropped,
             unattributed_events=cover.unattributed,
             events_received=cover.events_received,
+            watched_duration=duration(cover.watched),
+            observation_gaps=cover.gaps,
         ),
     )
     if not summary_only:

@@ -3,6 +3,7 @@ states only what matters to it."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -10,7 +11,7 @@ from parallax.runtime.v1 import blind_spot_pb2, event_pb2
 from parallax.runtime.v1 import runtime_service_pb2 as pb
 from parallax.type.v1 import workload_pb2
 
-from services.runtime import domain
+from services.runtime import domain, wire
 
 T0 = 1_790_000_000.0
 CART = domain.Workload("shop", "Deployment", "cart")
@@ -138,6 +139,24 @@ def batch(
         events=events,
         **extra,
     )
+
+
+_BEATS = itertools.count(1_000_000)
+
+
+def watch(core: Any, seconds: float, node: str = "n1") -> list[Any]:
+    """Let `seconds` pass on `core`'s clock (an attribute `now`) with `node`'s agent reporting
+    every minute, as idle agents do (heartbeats: empty batches), ticking after each; return
+    the profiles the ticks moved. Learning windows count only such watched time."""
+    moved: list[Any] = []
+    end = core.clock.now + seconds
+    while core.clock.now < end:
+        core.clock.now = min(end, core.clock.now + 60)
+        beat = batch(next(_BEATS), [])
+        beat.node_name = node
+        core.ingest(wire.batch(beat, core.clock.now))
+        moved += core.tick()
+    return moved
 
 
 def drops(total: int) -> list[blind_spot_pb2.DropCounter]:

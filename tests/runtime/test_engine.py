@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from parallax.runtime.v1 import blind_spot_pb2
 
 from servicekit.errors import InvalidArgument
 from servicekit.storage import engine as make_engine
@@ -128,21 +129,18 @@ def test_learning_becomes_complete_after_a_quiet_window(core: Engine, clock: Clo
     ingest(core, b.batch(1, [b.wire_exec("/app/server"), b.wire_syscalls([0, 1, 3])]))
     profile = core.current[(b.CART, "cart")]
     assert profile.state is State.LEARNING
-    clock.now += 3000
+    b.watch(core, 3000)
     ingest(core, b.batch(2, [b.wire_open("/etc/new.conf")]))  # new item restarts the window
-    clock.now += 3000
-    assert core.tick() == []
-    clock.now += 601
-    assert core.tick() == [profile]
+    assert b.watch(core, 3000) == []
+    assert b.watch(core, 601) == [profile]
     assert profile.state is State.COMPLETE
-    assert "no new behaviour for 3600s" in profile.reason
+    assert "no new behaviour in 3600s watched" in profile.reason
     assert Engine(core.store, clock).current[(b.CART, "cart")].state is State.COMPLETE
 
 
 def test_partial_when_the_start_was_not_observed(core: Engine, clock: Clock) -> None:
     ingest(core, b.batch(1, [b.wire_syscalls([0, 1], start_observed=False)]))
-    clock.now += 3601
-    core.tick()
+    b.watch(core, 3601)
     profile = core.current[(b.CART, "cart")]
     assert profile.state is State.PARTIAL
     assert "container start not observed" in profile.reason
@@ -151,8 +149,7 @@ def test_partial_when_the_start_was_not_observed(core: Engine, clock: Clock) -> 
 
 def test_partial_when_the_first_event_is_not_an_exec(core: Engine, clock: Clock) -> None:
     ingest(core, b.batch(1, [b.wire_open("/etc/passwd"), b.wire_exec("/app/server")]))
-    clock.now += 3601
-    core.tick()
+    b.watch(core, 3601)
     assert core.current[(b.CART, "cart")].state is State.PARTIAL
 
 
@@ -161,8 +158,7 @@ def test_new_image_digest_starts_a_new_profile_and_keeps_the_old(
 ) -> None:
     ingest(core, b.batch(1, [b.wire_exec("/app/server")]))
     old = core.current[(b.CART, "cart")]
-    clock.now += 3601
-    core.tick()
+    b.watch(core, 3601)
     assert old.state is State.COMPLETE
     ingest(core, b.batch(2, [b.wire_exec("/app/server2", digest="sha256:" + "b" * 64)]))
     new = core.current[(b.CART, "cart")]
@@ -190,11 +186,70 @@ def test_union_across_replicas_counts_replicas_and_collapses_paths(core: Engine)
 
 def test_set_learning_restarts_the_window(core: Engine, clock: Clock) -> None:
     ingest(core, b.batch(1, [b.wire_exec("/app/server")]))
-    clock.now += 3601
-    core.tick()
+    b.watch(core, 3601)
     record = core.set_learning(b.CART, "", True, 60.0)
     profile = core.current[(b.CART, "cart")]
     assert record.learning_enabled and profile.state is State.LEARNING and profile.window == 60.0
-    clock.now += 61
-    core.tick()
+    b.watch(core, 61)
     assert profile.state is State.COMPLETE
+
+
+def test_a_silent_agent_cannot_make_a_profile_complete(core: Engine, clock: Clock) -> None:
+    """Only watched time counts: with the node's agent silent, the window does not pass; what
+    its backlog brings when it reconnects is learned, not alerted on."""
+    ingest(core, b.batch(1, [b.wire_exec("/app/server", pid=100)]))
+    profile = core.current[(b.CART, "cart")]
+    clock.now += 3601
+    assert core.tick() == [] and profile.state is State.LEARNING
+    assert profile.coverage(clock.now).watched == pytest.approx(150.0)  # nodes.SILENT_AFTER
+    backlog = [b.wire_exec("/app/migrate", pid=101, at=clock.now - 1800)]
+    ingest(core, b.batch(2, backlog))  # the agent is back, with what it buffered meanwhile
+    assert profile.state is State.LEARNING and core.alerts.live == {}
+    assert any(key[0] == "/app/migrate" for key in profile.items[Category.EXEC])
+    assert b.watch(core, 3601) == [profile] and profile.state is State.COMPLETE
+    reloaded = Engine(core.store, clock).current[(b.CART, "cart")]
+    assert reloaded.watched == pytest.approx(profile.watched)
+
+
+def test_observation_gaps_while_learning_make_the_profile_partial(
+    core: Engine, clock: Clock
+) -> None:
+    gap = blind_spot_pb2.EventGap(
+        event_type=6,
+        reason=blind_spot_pb2.GAP_REASON_DISCONNECTED,
+        start_time=b.stamp(b.T0),
+        detail="discarded 50000 events while the runtime was unreachable",
+    )
+    ingest(core, b.batch(1, [b.wire_exec("/app/server")]))
+    ingest(core, b.batch(2, [], gaps=[gap]))
+    b.watch(core, 3601)
+    profile = core.current[(b.CART, "cart")]
+    assert profile.state is State.PARTIAL
+    assert "1 observation gaps" in profile.reason and "discarded 50000 events" in profile.reason
+    assert profile.coverage(clock.now).gaps == 1
+
+
+def test_a_restart_forgets_the_blind_spots_of_the_previous_window(
+    core: Engine, clock: Clock
+) -> None:
+    ingest(core, b.batch(1, [b.wire_exec("/app/server")], drop_counters=b.drops(3)))
+    b.watch(core, 3601)
+    profile = core.current[(b.CART, "cart")]
+    assert profile.state is State.PARTIAL and "3 events dropped" in profile.reason
+    core.set_learning(b.CART, "", True, None)
+    assert (profile.events_dropped, profile.gaps, profile.watched) == (0, 0, 0.0)
+    b.watch(core, 3601)
+    assert profile.state is State.COMPLETE
+
+
+def test_complete_says_how_many_events_on_its_nodes_were_unattributed(
+    core: Engine, clock: Clock
+) -> None:
+    unknown = b.wire_exec("/bin/sh")
+    unknown.attribution.Clear()
+    unknown.attribution.unattributed_reason = 1
+    ingest(core, b.batch(1, [b.wire_exec("/app/server"), unknown, unknown]))
+    b.watch(core, 3601)
+    profile = core.current[(b.CART, "cart")]
+    assert profile.state is State.COMPLETE
+    assert "2 events on its nodes were not attributed to any pod" in profile.reason

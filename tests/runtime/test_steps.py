@@ -202,7 +202,7 @@ def test_repeats_in_later_batches_change_nothing_until_their_context_does(tmp_pa
         plans = wire.Plans()
         for sequence, events in enumerate(batches_over_time() * 2, start=1):
             if sequence == 7:
-                clock.now += 7200  # the window passes: the profile completes
+                b.watch(core, 7200)  # the window passes, watched: the profile completes
             batch = wire.batch(packed(b.batch(sequence, events)), clock.now, plans)
             if name == "applied":
                 for step in batch.steps:
