@@ -2,8 +2,10 @@
 hierarchy) → pod UID and container ID → pod metadata (API server or local registry). Events of
 cgroups not yet resolvable are held for a bounded time and count, then released unattributed
 with a reason: never attributed to a wrong pod. Each cgroup is resolved once per call, and
-compact records get their cgroup's attribution in the result's table, not one each. Called by
-the agent's main loop."""
+compact records get their cgroup's attribution in the result's table, not one each. An
+attribution says whether the cgroup's creation was seen (`cgroup_start`): the runtime's
+verdict on whether a container's start was observed rests on it. Called by the agent's main
+loop."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from agent.attribution.pods import PodIndex, read_local
 _UNKNOWN = event_pb2.UNATTRIBUTED_REASON_UNKNOWN_CGROUP
 _NO_METADATA = event_pb2.UNATTRIBUTED_REASON_METADATA_UNAVAILABLE
 _NOT_A_CONTAINER = event_pb2.UNATTRIBUTED_REASON_NOT_A_CONTAINER
+_OBSERVED, _MISSED = event_pb2.CGROUP_START_OBSERVED, event_pb2.CGROUP_START_MISSED
 _MISSING = object()
 _UNSEEN = event_pb2.UnattributedReason.ValueType(-1)  # not a reason: a cgroup not yet resolved
 
@@ -41,15 +44,21 @@ class Attributor:
         self._index, self._registry, self._rescan, self._clock = index, registry, rescan, clock
         self._hold_seconds, self._hold_limit = hold_seconds, hold_limit
         self._cgroups: dict[int, paths.CgroupRef | None] = {}
+        self._created: set[int] = set()  # cgroups whose creation (cgroup_mkdir) was seen
         self._cache: dict[int, event_pb2.Attribution] = {}
         self._generation = -1
         self._held: dict[int, deque[tuple[float, Item]]] = {}
         self.held = 0
         self._last_rescan = float("-inf")
 
-    def learn(self, cgroup_id: int, path: str) -> None:
-        """Record a cgroup's path (from `cgroup_mkdir`, or the walk at start)."""
+    def learn(self, cgroup_id: int, path: str, *, created: bool = False) -> None:
+        """Record a cgroup's path: `created` from `cgroup_mkdir` (its start is observed), else
+        from a walk of cgroups that already existed."""
         self._cgroups[cgroup_id] = paths.parse(path)
+        if created:
+            self._created.add(cgroup_id)
+        else:
+            self._created.discard(cgroup_id)
         self._cache.pop(cgroup_id, None)
 
     def attribute(self, events: Iterable[Item]) -> Attributed:
@@ -118,6 +127,7 @@ class Attributor:
             expected = (ref.namespace, ref.pod) if isinstance(ref, paths.LocalRef) else None
             found = read_local(self._registry, cgroup_id, expected)
         if found is not None:
+            found.cgroup_start = _OBSERVED if cgroup_id in self._created else _MISSED
             self._cache[cgroup_id] = found
         return found
 

@@ -42,6 +42,9 @@ class Workload(NamedTuple):
         return f"{self.namespace}/{self.kind}/{self.name}"
 
 
+CGROUP_START_OBSERVED, CGROUP_START_MISSED = 1, 2  # the contract's CgroupStart
+
+
 class Origin(NamedTuple):
     """Who caused an event: the workload, pod and container, on which node."""
 
@@ -54,6 +57,7 @@ class Origin(NamedTuple):
     image_digest: str
     node: str
     cgroup_id: int
+    start: int = 0  # the agent's CgroupStart verdict: 0 unspecified, 1 observed, 2 missed
 
 
 class Exec(NamedTuple):

@@ -116,6 +116,7 @@ def origin_of(attribution: Any, node: str, cgroup_id: int) -> domain.Origin:
         attribution.image_digest,
         node,
         cgroup_id,
+        attribution.cgroup_start if attribution.cgroup_start <= domain.CGROUP_START_MISSED else 0,
     )
 
 

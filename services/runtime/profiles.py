@@ -104,13 +104,24 @@ class Replica:
         return replica
 
     def observe_first(self, event: domain.Event) -> None:
-        """Decide from the replica's first event whether its start was seen."""
+        """Decide whether the replica's start was seen: the agent's verdict on its cgroup when
+        it gives one, else inferred from the first event (an exec is taken as the container's
+        entrypoint; a liveness probe's exec into a running container looks the same, which is
+        why agents say)."""
         payload = event.payload
-        if isinstance(payload, domain.SyscallSet):
+        start = event.origin.start
+        if start:
+            self.start_observed = start == domain.CGROUP_START_OBSERVED
+            self.reason = (
+                f"pod {self.pod}: cgroup creation seen on node {self.node}"
+                if self.start_observed
+                else f"pod {self.pod}: cgroup existed before the agent watched node {self.node}"
+            )
+        elif isinstance(payload, domain.SyscallSet):
             self.note_syscall_set(payload)
         elif isinstance(payload, domain.Exec):
             self.start_observed = True
-            self.reason = f"pod {self.pod}: first event was the exec of {payload.path}"
+            self.reason = f"pod {self.pod}: first event was the exec of {payload.path} (inferred)"
         else:
             self.start_observed = False
             self.reason = f"pod {self.pod} on node {self.node}: first event was not an exec"

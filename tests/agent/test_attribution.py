@@ -439,6 +439,19 @@ def test_real_cgroup_learned_by_walk_is_attributed_by_inode(
     (shipped,) = attributor.attribute([event(os.stat(kubepods_cgroup).st_ino)]).items
     ref = shipped.attribution.workload
     assert (ref.kind, ref.name, ref.pod, ref.container) == ("StatefulSet", "cart", "cart", "app")
+    assert shipped.attribution.cgroup_start == event_pb2.CGROUP_START_MISSED  # it existed
+
+
+def test_an_attribution_says_whether_the_cgroup_creation_was_seen(tmp_path: Path) -> None:
+    """Learned from cgroup_mkdir: the container's start is observed; from a walk: missed."""
+    attributor = Attributor(PodIndex(), tmp_path, clock=Clock())
+    entry = '{"namespace": "shop", "pod": "cart", "labels": {}, "container": "main"}'
+    for cgroup_id, created in ((77, True), (78, False)):
+        (tmp_path / f"{cgroup_id}.json").write_text(entry.replace("cart", f"cart-{cgroup_id}"))
+        attributor.learn(cgroup_id, f"/parallax/shop/cart-{cgroup_id}", created=created)
+    seen, walked = attributor.attribute([event(77), event(78)]).items
+    assert seen.attribution.cgroup_start == event_pb2.CGROUP_START_OBSERVED
+    assert walked.attribution.cgroup_start == event_pb2.CGROUP_START_MISSED
 
 
 def test_unknown_cgroup_found_by_rescan_while_held(kubepods_cgroup: Path, tmp_path: Path) -> None:

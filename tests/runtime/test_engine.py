@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from parallax.runtime.v1 import blind_spot_pb2
+from parallax.runtime.v1 import blind_spot_pb2, event_pb2
 
 from servicekit.errors import InvalidArgument
 from servicekit.storage import engine as make_engine
@@ -253,3 +253,15 @@ def test_complete_says_how_many_events_on_its_nodes_were_unattributed(
     profile = core.current[(b.CART, "cart")]
     assert profile.state is State.COMPLETE
     assert "2 events on its nodes were not attributed to any pod" in profile.reason
+
+
+def test_the_agents_cgroup_verdict_beats_a_first_exec(core: Engine, clock: Clock) -> None:
+    """A liveness probe exec'd into a container that ran before the agent looks like an
+    entrypoint; the agent's cgroup_start says the cgroup existed, so the start was missed."""
+    probe = b.wire_exec("/bin/grpc_health_probe", pid=48213)
+    probe.attribution.cgroup_start = event_pb2.CGROUP_START_MISSED
+    ingest(core, b.batch(1, [probe]))
+    b.watch(core, 3601)
+    profile = core.current[(b.CART, "cart")]
+    assert profile.state is State.PARTIAL
+    assert "cgroup existed before the agent watched node n1" in profile.reason

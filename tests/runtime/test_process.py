@@ -44,7 +44,9 @@ def test_acknowledged_batch_survives_sigkill(tmp_path: Path) -> None:
 
 
 def test_alerts_as_json_lines_on_stdout(tmp_path: Path) -> None:
-    request = b.batch(1, [b.wire_exec("/usr/bin/apt-get", "install", "curl")])
+    entrypoint = b.wire_exec("/app/server", pid=10)
+    install = b.wire_exec("/usr/bin/apt-get", "install", "curl", pid=20, ppid=10)
+    request = b.batch(1, [entrypoint, install])
     with (
         service_process("services.runtime", tmp_path, PARALLAX_ALERTS_STDOUT="true") as (
             process,

@@ -1,23 +1,32 @@
 """Each detection rule on its positive case and on a close negative case, against a profile
-learned from a baseline, plus the rule catalog as data (IDs unique and stable) and alert
+learned from a baseline; the shell and package-manager rules also in a new pod's container (its
+init process, kubectl exec); plus the rule catalog as data (IDs unique and stable) and alert
 aggregation of repeats."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.runtime import domain, rules
+from services.runtime import domain, rules, signatures, steps
 from services.runtime.alerts import AlertBook, AlertState
 from services.runtime.containers import ContainerState
 from services.runtime.learning import Profile
 from services.runtime.profiles import Context, State
 from tests.runtime import builders as b
 
-TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+SA = "/var/run/secrets/kubernetes.io/serviceaccount/"
+TOKEN = SA + "token"
+NAMESPACE = SA + "namespace"
+ROTATED = "/run/secrets/kubernetes.io/serviceaccount/..2026_05_01_12_00_00.123456789/token"
+IRSA = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"
+AZURE = "/var/run/secrets/azure/tokens/azure-identity-token"
+PROJECTED = "/var/run/secrets/tokens/vault-token"
 BASELINE = [
     b.event(b.exec_("/app/server", "--port", "8080"), pid=10, ppid=1),
     b.event(b.exec_("/bin/sh", "-c", "/app/start.sh"), pid=11, ppid=10),
     b.event(b.opened(TOKEN), pid=10),
+    b.event(b.opened(IRSA), pid=10),
+    b.event(b.opened(NAMESPACE), pid=11),
     b.event(b.flow("10.96.0.10", 53, protocol=2), pid=10),
     b.event(domain.Dns("api.stripe.com", ("52.1.1.1",)), pid=10),
     b.event(b.flow("52.1.1.1", 443), pid=10),
@@ -26,10 +35,12 @@ BASELINE = [
 ]
 
 
-def learned(complete: bool = True) -> tuple[Profile, ContainerState]:
+def learned(
+    complete: bool = True, baseline: list[domain.Event] = BASELINE
+) -> tuple[Profile, ContainerState]:
     profile = Profile(b.CART, "cart", "shop/cart:1", b.DIGEST, b.T0)
     box = ContainerState()
-    for event in BASELINE:
+    for event in baseline:
         profile.replica(event.origin, event)
         names = (
             box.dns.get(event.payload.remote_address, ())
@@ -50,6 +61,10 @@ def fired(event: domain.Event, complete: bool = True, before: list[domain.Event]
     return {d.rule.rule_id for d in rules.evaluate(event, profile, box)}
 
 
+def tty(exe: domain.Exec) -> domain.Exec:
+    return exe._replace(stdin_tty=True)
+
+
 CASES = [
     # rule, positive event, close negative event
     (
@@ -62,8 +77,59 @@ CASES = [
         b.event(b.exec_("/bin/bash"), pid=20, ppid=10),
         b.event(b.exec_("/bin/sh", "-c", "/app/start.sh"), pid=20, ppid=10),
     ),
+    (  # a learned shell, but exec'd from outside the container (kubectl exec)
+        "R0002",
+        b.event(b.exec_("/bin/sh", "-c", "/app/start.sh"), pid=40, ppid=900),
+        b.event(b.exec_("/bin/sh", "-c", "/app/start.sh"), pid=40, ppid=10),
+    ),
+    (  # a learned shell from its learned parent, but interactive
+        "R0002",
+        b.event(tty(b.exec_("/bin/sh", "-c", "/app/start.sh")), pid=40, ppid=10),
+        b.event(b.exec_("/bin/sh", "-c", "/app/start.sh"), pid=40, ppid=10),
+    ),
+    (  # a learned shell, but from a process never seen spawning it (the shell itself)
+        "R0002",
+        b.event(b.exec_("/bin/sh", "-c", "/app/start.sh"), pid=40, ppid=11),
+        b.event(b.exec_("/bin/sh", "-c", "/app/start.sh"), pid=40, ppid=10),
+    ),
     ("R0003", b.event(b.opened(TOKEN), pid=30, comm="curl"), b.event(b.opened(TOKEN), pid=10)),
+    (  # the shell learned reading the namespace beside the token, not the token
+        "R0003",
+        b.event(b.opened(TOKEN), pid=11),
+        b.event(b.opened(NAMESPACE), pid=11),
+    ),
+    (  # the token through the volume's timestamped directory: the same file to its reader
+        "R0003",
+        b.event(b.opened(ROTATED), pid=30, comm="curl"),
+        b.event(b.opened(ROTATED), pid=10),
+    ),
+    ("R0003", b.event(b.opened(IRSA), pid=30, comm="curl"), b.event(b.opened(IRSA), pid=10)),
+    (  # the app reads the service-account token, not the Azure workload identity token
+        "R0003",
+        b.event(b.opened(AZURE), pid=10),
+        b.event(b.opened(NAMESPACE), pid=10),
+    ),
+    (
+        "R0003",
+        b.event(b.opened(PROJECTED), pid=30, comm="curl"),
+        b.event(b.opened("/run/secrets/db-password"), pid=30, comm="curl"),
+    ),
     ("R0005", b.event(b.flow("169.254.169.254", 80)), b.event(b.flow("169.254.169.253", 80))),
+    (  # what str(IPv6Address) gives for a dual-stack socket's IPv4-mapped peer
+        "R0005",
+        b.event(b.flow("::ffff:a9fe:a9fe", 80)),
+        b.event(b.flow("::ffff:a9fe:a9fd", 80)),
+    ),
+    (
+        "R0005",
+        b.event(b.flow("::ffff:169.254.169.254", 80)),
+        b.event(b.flow("::ffff:169.254.169.253", 80)),
+    ),
+    (
+        "R0005",
+        b.event(b.flow("fd00:ec2:0:0:0:0:0:254", 80)),
+        b.event(b.flow("fd00:ec2::253", 80)),
+    ),
     (
         "R0005",
         b.event(domain.Dns("metadata.google.internal", ())),
@@ -106,6 +172,41 @@ CASES = [
         b.event(b.exec_("/usr/bin/python3", "-m", "pip", "install", "x")),
         b.event(b.exec_("/usr/bin/python3", "-m", "http.server")),
     ),
+    (
+        "R0011",
+        b.event(b.exec_("/usr/local/bin/npm", "install", "left-pad")),
+        b.event(b.exec_("/usr/local/bin/npm", "start")),
+    ),
+    (
+        "R0011",
+        b.event(b.exec_("/usr/bin/dpkg", "-i", "/tmp/nmap.deb")),
+        b.event(b.exec_("/usr/bin/dpkg", "--print-architecture")),
+    ),
+    (
+        "R0011",
+        b.event(b.exec_("/usr/local/bin/pip", "--disable-pip-version-check", "install", "x")),
+        b.event(b.exec_("/usr/local/bin/pip", "--version")),
+    ),
+    (
+        "R0011",
+        b.event(b.exec_("/usr/bin/apt-get", "-o", "Debug::pkgProblemResolver=1", "remove", "x")),
+        b.event(b.exec_("/usr/bin/apt-get", "-o", "Debug::pkgProblemResolver=1", "update")),
+    ),
+    (
+        "R0011",
+        b.event(b.exec_("/sbin/apk", "--no-cache", "add", "curl")),
+        b.event(b.exec_("/sbin/apk", "info", "curl")),
+    ),
+    (
+        "R0011",
+        b.event(b.exec_("/bin/rpm", "-ivh", "x.rpm")),
+        b.event(b.exec_("/bin/rpm", "-qi", "x")),
+    ),
+    (
+        "R0011",
+        b.event(b.exec_("/usr/local/bin/yarn", "global", "add", "x")),
+        b.event(b.exec_("/usr/local/bin/yarn", "global", "list")),
+    ),
 ]
 
 
@@ -117,6 +218,131 @@ def test_rule_fires_on_positive_and_not_on_close_negative(
 ) -> None:
     assert rule_id in fired(positive)
     assert rule_id not in fired(negative)
+
+
+# An image whose entrypoint is `/bin/sh /docker-entrypoint.sh`, so /bin/sh is learned: it runs a
+# script, then execs the server (`exec "$@"`).
+ENTRY = b.exec_("/bin/sh", "/docker-entrypoint.sh", "nginx")
+NGINX = b.exec_("/usr/sbin/nginx", "-g", "daemon off;")
+STARTED = [b.event(ENTRY, pid=10, ppid=1), b.event(NGINX, pid=10, ppid=1)]
+ENTRYPOINT = [
+    b.event(ENTRY, pid=10, ppid=1),
+    b.event(b.exec_("/bin/sh", "/docker-entrypoint.d/10-listen.sh"), pid=11, ppid=10),
+    b.event(domain.Exit(0), pid=11),
+    b.event(NGINX, pid=10, ppid=1),
+]
+
+
+def in_new_pod(
+    event: domain.Event, before: list[domain.Event], baseline: list[domain.Event]
+) -> set[str]:
+    """The rules `event` fires in a new pod's container that showed `before`, against the
+    COMPLETE profile learned from `baseline` (a new digest's empty LEARNING one when empty)."""
+    profile, _ = learned(bool(baseline), baseline)
+    box = ContainerState()
+    for earlier in before:
+        box.observe(earlier)
+    return {d.rule.rule_id for d in rules.evaluate(event, profile, box)}
+
+
+NEW_DIGEST: list[domain.Event] = []  # nothing learned yet: the profile is LEARNING
+SHELLS = [
+    # the profile's baseline, what the new pod did before, the shell's exec, whether R0002 fires
+    (
+        "kubectl exec -it",
+        ENTRYPOINT,
+        STARTED,
+        b.event(tty(b.exec_("/bin/sh")), pid=40, ppid=900),
+        True,
+    ),
+    (
+        "kubectl exec",
+        ENTRYPOINT,
+        STARTED,
+        b.event(b.exec_("/bin/sh", "-c", "id"), pid=40, ppid=900),
+        True,
+    ),
+    (
+        "kubectl exec while learning",
+        NEW_DIGEST,
+        STARTED,
+        b.event(b.exec_("/bin/sh", "-c", "id"), pid=40, ppid=900),
+        True,
+    ),
+    (
+        "the server spawns sh",
+        ENTRYPOINT,
+        STARTED,
+        b.event(b.exec_("/bin/sh", "-c", "id"), pid=41, ppid=10),
+        True,
+    ),
+    ("the entrypoint", ENTRYPOINT, [], b.event(ENTRY, pid=10, ppid=1), False),
+    ("the entrypoint of a new digest", NEW_DIGEST, [], b.event(ENTRY, pid=10, ppid=1), False),
+    (
+        "the entrypoint through env",
+        NEW_DIGEST,
+        [b.event(b.exec_("/usr/bin/env", "/bin/sh", "/docker-entrypoint.sh"), pid=10, ppid=1)],
+        b.event(ENTRY, pid=10, ppid=1),
+        False,
+    ),
+    (
+        "the entrypoint's learned script",
+        ENTRYPOINT,
+        [b.event(ENTRY, pid=10, ppid=1)],
+        b.event(b.exec_("/bin/sh", "/docker-entrypoint.d/10-listen.sh"), pid=11, ppid=10),
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("baseline", "before", "shell", "fires"), [c[1:] for c in SHELLS], ids=[c[0] for c in SHELLS]
+)
+def test_shell_rule_judges_how_a_shell_started_not_its_path(
+    baseline: list[domain.Event], before: list[domain.Event], shell: domain.Event, fires: bool
+) -> None:
+    assert ("R0002" in in_new_pod(shell, before, baseline)) is fires
+
+
+INSTALLS = [
+    # what the new pod did before, the package manager's exec, whether R0011 fires
+    ("npm ci as the entrypoint", [], b.event(b.exec_("/usr/local/bin/npm", "ci"), pid=10), False),
+    (
+        "npm ci exec'd by the entrypoint's sh -c",
+        [b.event(b.exec_("/bin/sh", "-c", "npm ci"), pid=10)],
+        b.event(b.exec_("/usr/local/bin/npm", "ci"), pid=10),
+        False,
+    ),
+    (
+        "npm ci spawned by the entrypoint",
+        [b.event(b.exec_("/bin/sh", "-c", "npm ci && npm start"), pid=10)],
+        b.event(b.exec_("/usr/local/bin/npm", "ci"), pid=11, ppid=10),
+        True,
+    ),
+    (
+        "apt-get install by kubectl exec",
+        STARTED,
+        b.event(b.exec_("/usr/bin/apt-get", "install", "-y", "nmap"), pid=40, ppid=900),
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("before", "install", "fires"), [c[1:] for c in INSTALLS], ids=[c[0] for c in INSTALLS]
+)
+def test_package_changes_are_silent_only_as_the_init_process(
+    before: list[domain.Event], install: domain.Event, fires: bool
+) -> None:
+    assert ("R0011" in in_new_pod(install, before, ENTRYPOINT)) is fires
+
+
+@pytest.mark.parametrize("path", [TOKEN, ROTATED, IRSA, AZURE, PROJECTED])
+def test_token_reads_are_never_collapsed_away(path: str) -> None:
+    """steps.inert_open lets the collapser merge opens that no rule looks at; R0003 looks at
+    every token read."""
+    assert signatures.token_file(path)
+    assert not steps.inert_open(path, 0, 3)
 
 
 def test_drift_write_then_exec() -> None:

@@ -52,7 +52,9 @@ _TABLE: tuple[tuple[str, str, Severity, str, str, bool, str], ...] = (
         "T1059.004",
         "Execution",
         False,
-        "A shell not learned in the profile: kubectl exec, or code execution through the app.",
+        "A shell with a terminal, one started from outside the container (kubectl exec), or one "
+        "spawned by a process the profile never saw spawn it (code execution through the app); "
+        "not the container's init process.",
     ),
     (
         "R0003",
@@ -61,7 +63,9 @@ _TABLE: tuple[tuple[str, str, Severity, str, str, bool, str], ...] = (
         "T1528",
         "Credential Access",
         True,
-        "A process other than the learned readers opened the token: credential theft.",
+        "A process the profile never saw reading that token opened it (the service-account "
+        "token or a projected cloud token: IRSA, EKS Pod Identity, workload identity): "
+        "credential theft.",
     ),
     (
         "R0004",
@@ -79,7 +83,8 @@ _TABLE: tuple[tuple[str, str, Severity, str, str, bool, str], ...] = (
         "T1552.005",
         "Credential Access",
         False,
-        "A connection to or lookup of the cloud metadata service: node credential theft.",
+        "A connection to the cloud metadata service's address (IPv4-mapped IPv6 forms too) or "
+        "a lookup of its name: node credential theft.",
     ),
     (
         "R0006",
@@ -133,7 +138,8 @@ _TABLE: tuple[tuple[str, str, Severity, str, str, bool, str], ...] = (
         "T1072",
         "Execution",
         False,
-        "A package manager ran inside a running container: drift from the image, tool install.",
+        "A package manager installed, upgraded or removed packages in a running container (not "
+        "as its init process): drift from the image, tool install.",
     ),
 )
 RULES = tuple(

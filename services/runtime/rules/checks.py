@@ -9,15 +9,17 @@ from collections.abc import Callable
 from services.runtime import domain
 from services.runtime.containers import ContainerState
 from services.runtime.learning import Profile
+from services.runtime.patterns import collapse_path
 from services.runtime.profiles import Category, State
 from services.runtime.rules.catalog import BY_ID, Detection
 from services.runtime.signatures import (
-    METADATA_ADDRESSES,
     METADATA_NAMES,
     MINING_PORTS,
     TOKEN_DIRS,
+    changes_packages,
+    is_metadata_address,
     is_mining_pool,
-    is_package_manager,
+    token_file,
 )
 
 Check = Callable[[domain.Event, Profile, ContainerState], list[Detection]]
@@ -34,6 +36,32 @@ def _where(event: domain.Event) -> str:
 
 def _complete(profile: Profile) -> bool:
     return profile.state is State.COMPLETE
+
+
+def _init_process(event: domain.Event, box: ContainerState) -> bool:
+    """Whether the exec is the container's init process (its entrypoint): the first process the
+    table knows (none is known yet), or that process exec'ing again (an entrypoint script's
+    `exec "$@"`): it still comes first in the table and its parent is outside the container."""
+    processes = box.processes
+    return not processes or (event.ppid not in processes and next(iter(processes)) == event.pid)
+
+
+def _shell_reason(
+    event: domain.Event, exe: domain.Exec, profile: Profile, box: ContainerState
+) -> str:
+    """Why a shell exec is suspect (R0002), or "" when it is not: the container's init process,
+    or a shell spawned by a parent the profile learned spawning it (its EXEC items' tags)."""
+    if _init_process(event, box):
+        return ""
+    if exe.stdin_tty:
+        return "interactive: its stdin is a terminal"
+    parent = box.parent_exe(event)
+    if not parent:
+        return "started from outside the container, as kubectl exec does"
+    for key, item in profile.items[Category.EXEC].items():
+        if key[0] == exe.path and parent in item.tags:
+            return ""
+    return f"spawned by {parent}, which the profile never saw spawn it"
 
 
 def check_exec(event: domain.Event, profile: Profile, box: ContainerState) -> list[Detection]:
@@ -71,16 +99,18 @@ def check_exec(event: domain.Event, profile: Profile, box: ContainerState) -> li
                     stdout_socket=str(exe.stdout_socket),
                 )
             )
-        if not learned:
+        reason = _shell_reason(event, exe, profile, box)
+        if reason:
             found.append(
                 _hit(
                     "R0002",
                     f"{exe.path}<{parent}",
-                    f"{exe.path} spawned by {parent} in {where}",
+                    f"{exe.path} in {where}: {reason}",
                     path=exe.path,
                     argv=args,
                     parent=parent,
                     tty=str(exe.stdin_tty),
+                    reason=reason,
                 )
             )
     if exe.path in box.written:
@@ -93,12 +123,12 @@ def check_exec(event: domain.Event, profile: Profile, box: ContainerState) -> li
                 argv=args,
             )
         )
-    if is_package_manager(exe.path, exe.argv):
+    if changes_packages(exe.path, exe.argv) and not _init_process(event, box):
         found.append(
             _hit(
                 "R0011",
                 exe.path,
-                f"package manager {exe.path} ran in {where}",
+                f"package manager {exe.path} changed packages in {where}",
                 path=exe.path,
                 argv=args,
             )
@@ -107,24 +137,26 @@ def check_exec(event: domain.Event, profile: Profile, box: ContainerState) -> li
 
 
 def check_open(event: domain.Event, profile: Profile, box: ContainerState) -> list[Detection]:
-    """R0003 on a successful open of the service-account token."""
+    """R0003 on a successful open of a projected token (the service-account token, IRSA, workload
+    identity) by an executable the profile never saw reading that token."""
     opened = event.payload
     assert isinstance(opened, domain.FileOpen)
     path = opened.path
     if opened.return_value < 0 or not path.startswith(TOKEN_DIRS) or not _complete(profile):
         return []
-    exe = box.exe(event)
-    readers: set[str] = set()
-    for key, item in profile.items[Category.FILE].items():
-        if str(key[0]).startswith(TOKEN_DIRS):
-            readers |= item.tags
-    if exe in readers:
+    token = token_file(collapse_path(path))  # the profile keeps path patterns
+    if not token:
         return []
+    exe = box.exe(event)
+    for key, item in profile.items[Category.FILE].items():
+        learned = str(key[0])
+        if learned.startswith(TOKEN_DIRS) and exe in item.tags and token_file(learned) == token:
+            return []
     return [
         _hit(
             "R0003",
             exe,
-            f"{exe} read the service-account token in {_where(event)}",
+            f"{exe} read the token {path} in {_where(event)}",
             path=path,
             executable=exe,
         )
@@ -139,7 +171,7 @@ def check_flow(event: domain.Event, profile: Profile, box: ContainerState) -> li
     remote = flow.remote_address if accepted else f"{flow.remote_address}:{flow.remote_port}"
     where = _where(event)
     found: list[Detection] = []
-    if flow.remote_address in METADATA_ADDRESSES:
+    if is_metadata_address(flow.remote_address):
         found.append(
             _hit(
                 "R0005",
