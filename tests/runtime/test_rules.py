@@ -360,6 +360,21 @@ def test_profile_rules_stay_silent_while_learning(rule_id: str) -> None:
     assert rules.BY_ID[rule_id].requires_complete
 
 
+@pytest.mark.parametrize("source", ["monitor", "seccomp_audit"])
+def test_filter_deviations_are_judged_against_a_partial_profile_too(source: str) -> None:
+    """A monitor or audit filter built from a PARTIAL profile (for review) is the baseline its
+    records deviate from: they raise R0010, saying the profile was PARTIAL, instead of vanishing;
+    a syscall the profile holds stays silent."""
+    profile, box = learned(complete=False)
+    profile.state = State.PARTIAL
+    outside = b.event(domain.Deviation(1, 101, "ptrace", 1, source))
+    (detection,) = rules.evaluate(outside, profile, box)
+    assert detection.rule.rule_id == "R0010"
+    assert detection.evidence["profile_state"] == "PARTIAL"
+    inside = b.event(domain.Deviation(1, 0, "read", 1, source))
+    assert rules.evaluate(inside, profile, box) == []
+
+
 def test_rule_catalog_is_data_with_unique_stable_ids() -> None:
     ids = [r.rule_id for r in rules.RULES]
     assert ids == sorted(set(ids)) and ids[0] == "R0001" and len(ids) == 11

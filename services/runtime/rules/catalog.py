@@ -129,7 +129,9 @@ _TABLE: tuple[tuple[str, str, Severity, str, str, bool, str], ...] = (
         "T1611",
         "Privilege Escalation",
         True,
-        "A syscall outside the learned set (monitor mode or seccomp audit): exploitation.",
+        "A syscall outside the learned set (monitor mode or seccomp audit): exploitation."
+        " Monitor and audit records count against a PARTIAL profile too (their filter was"
+        " built from it); the evidence names the profile's state.",
     ),
     (
         "R0011",

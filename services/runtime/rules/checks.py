@@ -240,12 +240,17 @@ def check_capability(event: domain.Event, profile: Profile, box: ContainerState)
 
 
 def check_syscalls(event: domain.Event, profile: Profile, box: ContainerState) -> list[Detection]:
-    """R0010 on deviations, seccomp audit records and syscall sets after COMPLETE."""
+    """R0010 on syscall sets after COMPLETE, and on monitor deviations and seccomp audit
+    records after COMPLETE or PARTIAL: those come from a filter built from the learned set (a
+    PARTIAL profile's for review), which is the baseline they deviate from, so they are never
+    dropped unseen. The evidence says which state the profile was in."""
     payload = event.payload
-    if not _complete(profile):
-        return []
     if isinstance(payload, domain.Deviation):
+        if profile.state is State.LEARNING:
+            return []
         pairs = [(payload.arch, payload.number, payload.name, payload.source)]
+    elif not _complete(profile):
+        return []
     else:
         assert isinstance(payload, domain.SyscallSet)
         pairs = [
@@ -261,6 +266,7 @@ def check_syscalls(event: domain.Event, profile: Profile, box: ContainerState) -
             syscall=name or str(number),
             number=str(number),
             source=source,
+            profile_state=profile.state.name,
         )
         for arch, number, name, source in pairs
         if (arch, number) not in known
