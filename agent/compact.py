@@ -23,10 +23,10 @@ from agent.decode import (
     PAIR,
     PROTOCOLS,
     CgroupChange,
-    address,
     capability_name,
     cstr,
     decode_message,
+    endpoint,
     syscall_name,
 )
 
@@ -85,10 +85,11 @@ def _open(raw: bytes) -> Compact:
 def _flow(raw: bytes) -> Compact:
     fields = _FLOW.unpack_from(raw)
     _, pid, ppid, uid, ts, cg, comm = fields[:7]
-    direction, family, proto, rport, lport, remote, local = fields[8:]
-    bits = direction | PROTOCOLS.get(proto, 0) << 4 | FAMILIES.get(family, 0) << 8
-    peer, own = address(family, remote), address(family, local) if lport else ""
-    return (ts, cg, pid, ppid, uid, _comm(comm), _FLOWED, bits, peer, own, 0, rport, lport, 1)
+    direction, family, proto, rport, lport, remote, local, ret = fields[8:]
+    kind, peer = endpoint(family, remote)  # IPv4-mapped peers of dual-stack sockets are IPv4
+    own = endpoint(family, local)[1] if lport else ""
+    bits = direction | PROTOCOLS.get(proto, 0) << 4 | FAMILIES.get(kind, 0) << 8
+    return (ts, cg, pid, ppid, uid, _comm(comm), _FLOWED, bits, peer, own, ret, rport, lport, 1)
 
 
 def _fork(raw: bytes) -> Compact:

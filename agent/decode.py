@@ -25,8 +25,10 @@ EXEC = struct.Struct("<IIIIIi3HH3II256s1024s1024s")
 _ARG_SLOT, _ARG_MAX, _CWD_NAME, _CWD_UNKNOWN = 128, 256, 64, 0xFFFF
 PAIR = struct.Struct("<II")  # fork: child pid; exit: exit code; cap: number, allowed
 OPEN = struct.Struct("<iIII256s")
-FLOW = struct.Struct("<QBBHHH16s16s")
-_DNS = struct.Struct("<BBHI16s512s")
+# The body of a flow record: network.c struct flow_key (the de-duplication key), return value last.
+FLOW = struct.Struct("<QBBHHH16s16si4x")
+# The fixed part of a DNS record (dns.c struct dns_event); the copied message follows.
+_DNS = struct.Struct("<BBHI16s")
 _CGROUP = struct.Struct("<256s")
 CGROUP_MKDIR, CGROUP_RMDIR = 16, 17
 ARCH = platform_pb2.ARCHITECTURE_X86_64
@@ -80,12 +82,19 @@ def cstr(raw: bytes) -> str:
     return raw.partition(b"\0")[0].decode(errors="replace")
 
 
+_V4_MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96
+
+
 @functools.lru_cache(maxsize=4096)  # peers repeat; ipaddress costs microseconds per call
-def address(family: int, raw: bytes) -> str:
-    """Text form of an IPv4 (first 4 bytes) or IPv6 address."""
+def endpoint(family: int, raw: bytes) -> tuple[int, str]:
+    """The family (2 or 10) and text form of an IPv4 (first 4 bytes) or IPv6 address. An
+    IPv4-mapped IPv6 address (::ffff:a.b.c.d, how a dual-stack socket sees an IPv4 peer) is the
+    IPv4 address with family 2, so it matches DNS answers and IPv4 ipBlocks."""
     if family == 2:
-        return str(ipaddress.IPv4Address(raw[:4]))
-    return str(ipaddress.IPv6Address(raw[:16]))
+        return 2, str(ipaddress.IPv4Address(raw[:4]))
+    if raw[:12] == _V4_MAPPED:
+        return 2, str(ipaddress.IPv4Address(raw[12:16]))
+    return 10, str(ipaddress.IPv6Address(raw[:16]))
 
 
 BOOT_OFFSET_NS = time.time_ns() - time.monotonic_ns()
@@ -152,16 +161,16 @@ _TTY_MAJORS = frozenset({4, 5, *range(136, 144)})
 
 
 def _dns(event: pb.Event, body: bytes) -> None:
-    egress, family, port, length, server, data = _DNS.unpack_from(body)
-    dns.fill(event.dns_query, data[:length], bool(egress))
-    event.dns_query.server_address = address(family, server)
+    egress, family, port, length, server = _DNS.unpack_from(body)
+    dns.fill(event.dns_query, body[_DNS.size : _DNS.size + length], bool(egress))
+    event.dns_query.server_address = endpoint(family, server)[1]
     event.dns_query.server_port = port
 
 
 def dns_transaction(record: bytes) -> tuple[int, bool]:
     """The DNS transaction id of a DNS record and whether it was received (an answer)."""
     egress = record[HEADER.size]
-    data = HEADER.size + _DNS.size - 512
+    data = HEADER.size + _DNS.size
     return int.from_bytes(record[data : data + 2], "big"), not egress
 
 

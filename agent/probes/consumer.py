@@ -1,8 +1,9 @@
 """Drains the probes' ring buffer: records are submitted with BPF_RB_NO_WAKEUP, so a timer thread
 drains it every few tens of milliseconds instead of the kernel waking us per event. The ring is
 read through its memory mapping (agent.probes.ringbuf), or through BCC's per-record callbacks
-where it cannot be mapped. The Collector keeps decoded events for the recorder and tests, with
-deadline waits.
+where it cannot be mapped. A record the sink fails on is lost to the agent: logged and counted
+per event type (`Consumer.lost`), an agent-side drop. The Collector keeps decoded events for
+the recorder and tests, with deadline waits.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +28,8 @@ from agent.probes.ringbuf import MappedRing, RingUnavailable
 Record = pb.Event | CgroupChange
 # Records per drain of the mapped ring: the kernel reuses their space once the batch is copied.
 BATCH = 4096
+_KIND = struct.Struct("<I")  # every record starts with its type (common.h struct hdr)
+_EVENT_TYPES = frozenset(pb.EventType.values())
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +39,21 @@ def _fall_back(reason: str) -> None:
     log.warning("The ring buffer is read through BCC's slower callbacks because %s.", reason)
 
 
+def event_type(raw: bytes) -> int:
+    """The contract's EventType of a raw record; EVENT_TYPE_UNSPECIFIED for a record too short
+    to have one or of a kind the contract does not know (cgroup changes)."""
+    kind = _KIND.unpack_from(raw)[0] if len(raw) >= _KIND.size else 0
+    return kind if kind in _EVENT_TYPES else pb.EVENT_TYPE_UNSPECIFIED
+
+
 class Consumer:
     """Calls `sink` with each raw record, from its own thread, until stopped (then drains), and
     `drained` (when given) after each drain, so that a sink can hand records on in batches.
     `mapped=False` forces BCC's callback path (the fallback, kept for comparison). `room`, when
     given, says how many more records the sink's reader can hold: a mapped drain takes no more,
     so a reader that falls behind leaves records in the ring, where an overflow is counted,
-    instead of growing the agent's memory."""
+    instead of growing the agent's memory. A record the sink raises on is logged and counted in
+    `lost()`, and the drain goes on."""
 
     def __init__(
         self,
@@ -56,6 +69,8 @@ class Consumer:
         self._drained, self._room = drained, room
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lost: Counter[int] = Counter()
+        self._lost_lock = threading.Lock()
         table = loader.table("events")
         self._ring: MappedRing | None = None
         self._closed = False
@@ -68,8 +83,23 @@ class Consumer:
             table.open_ring_buffer(self._callback)
 
     def _callback(self, _ctx: Any, data: Any, size: int) -> int:
-        self._sink(ctypes.string_at(data, size))
+        raw = ctypes.string_at(data, size)
+        try:
+            self._sink(raw)
+        except Exception:
+            self._lose(raw)
         return 0
+
+    def _lose(self, raw: bytes) -> None:
+        with self._lost_lock:
+            self._lost[event_type(raw)] += 1
+        log.exception("a ring-buffer record was lost: the sink failed on it")
+
+    def lost(self) -> dict[int, int]:
+        """Records the sink failed on since the start, by EventType (cumulative): drops on the
+        agent's side, to report next to the kernel's."""
+        with self._lost_lock:
+            return dict(self._lost)
 
     def consume(self) -> None:
         """Drain what the kernel has submitted so far (only when the thread is not running)."""
@@ -87,8 +117,8 @@ class Consumer:
                 for raw in records:
                     try:
                         sink(raw)
-                    except Exception:  # as under BCC (ctypes reports it): lose one, not the thread
-                        log.exception("a ring-buffer record was lost: the sink failed on it")
+                    except Exception:  # lose one record, counted, not the thread
+                        self._lose(raw)
                 if len(records) < limit:
                     break
         if self._drained is not None:

@@ -16,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from parallax.runtime.v1 import event_pb2 as pb
 
 from agent.compact import decode_event
-from agent.decode import HEADER
+from agent.decode import FLOW, HEADER
 from agent.probes.control import Control
 
 _TYPE = struct.Struct("<I")
@@ -53,7 +53,7 @@ def kernel_key(record: bytes) -> tuple[int, bytes] | None:
         ret, flags = _OPEN_HEAD.unpack_from(body)
         return kind, _OPEN_KEY.pack(cgroup_id, min(ret, 0), flags) + body[16:272]
     if kind == pb.EVENT_TYPE_NETWORK_FLOW:
-        key = body[:48]
+        key = body[: FLOW.size]  # the whole body: network.c struct flow_key
         return kind, key[:12] + b"\0\0" + key[14:] if key[8] == _ACCEPT else key
     if kind == pb.EVENT_TYPE_CAPABILITY_USE:
         return kind, cgid + body[: _PAIR.size]

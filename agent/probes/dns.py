@@ -1,6 +1,8 @@
-"""DNS wire-format parsing for the payloads dns.c copies (UDP port 53, at most 512 bytes): the
-question's name and type, and for answers the rcode, A/AAAA addresses and CNAME chain.
-Called by agent.decode; a truncated or malformed packet yields what could be read.
+"""DNS wire-format parsing for the messages dns.c copies (port 53 over UDP and TCP, at most
+4096 bytes each): the question's name and type, and for answers the rcode, A/AAAA addresses and
+CNAME chain. Called by agent.decode. A message cut short (the kernel counts those as DNS drops)
+or malformed yields what could be read before the cut: the addresses of the records that are
+whole, never an address built from part of one.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def fill(query: pb.DnsQuery, data: bytes, is_query: bool) -> None:
             return
         query.rcode = flags & 0xF
         _answers(query, data, pos, ancount)
-    except (_Malformed, struct.error):
+    except (_Malformed, struct.error, ValueError):
         return
 
 
@@ -77,6 +79,8 @@ def _answers(query: pb.DnsQuery, data: bytes, pos: int, count: int) -> None:
         _owner, pos = _name(data, pos)
         rtype, _cls, _ttl, rdlength = _RR.unpack_from(data, pos)
         pos += _RR.size
+        if pos + rdlength > len(data):
+            raise _Malformed  # the message was cut inside this record
         rdata = data[pos : pos + rdlength]
         if rtype == 1 and rdlength == 4 and len(query.answer_addresses) < MAX_ADDRESSES:
             query.answer_addresses.append(str(ipaddress.IPv4Address(rdata)))

@@ -36,6 +36,7 @@ OFFSETS = {
     "MM_ARG_START": "mm_struct.arg_start",
     "MM_ARG_END": "mm_struct.arg_end",
     "SK_CGRP_DATA": "sock.sk_cgrp_data",
+    "SK_ERR": "sock.sk_err",
     "SKCD_CGROUP": "sock_cgroup_data.cgroup",
     "CGROUP_KN": "cgroup.kn",
     "KN_ID": "kernfs_node.id",

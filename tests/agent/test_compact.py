@@ -24,13 +24,13 @@ from agent.decode import (
     PAIR,
     PROTOCOLS,
     CgroupChange,
-    address,
     capability_name,
     cstr,
     syscall_name,
 )
 
 V4, V6 = socket.inet_pton(socket.AF_INET, "10.0.3.7"), socket.inet_pton(socket.AF_INET6, "fd00::7")
+MAPPED = socket.inet_pton(socket.AF_INET6, "::ffff:10.0.3.7")  # a dual-stack socket's IPv4 peer
 
 
 def record(kind: int, body: bytes, cgroup_id: int = 77) -> bytes:
@@ -40,17 +40,24 @@ def record(kind: int, body: bytes, cgroup_id: int = 77) -> bytes:
 RECORDS = {
     "open": record(6, OPEN.pack(-2, 0o2101, 0o644, 0, b"/etc/shadow\0old")),
     "open-ok": record(6, OPEN.pack(3, 0, 0, 0, b"/etc/hosts")),
-    "flow-v4": record(7, FLOW.pack(77, 1, 2, 6, 443, 0, V4.ljust(16, b"\0"), bytes(16))),
-    "flow-v6-local": record(7, FLOW.pack(77, 2, 10, 6, 51000, 8080, V6, V6)),
-    "udp": record(7, FLOW.pack(77, 3, 2, 17, 53, 40000, V4.ljust(16, b"\0"), V4.ljust(16, b"\0"))),
+    "flow-v4": record(7, FLOW.pack(77, 1, 2, 6, 443, 0, V4.ljust(16, b"\0"), bytes(16), 0)),
+    "flow-refused": record(7, FLOW.pack(77, 1, 2, 6, 443, 0, V4.ljust(16, b"\0"), bytes(16), -111)),
+    "flow-v6-local": record(7, FLOW.pack(77, 2, 10, 6, 51000, 8080, V6, V6, 0)),
+    "flow-v4-mapped": record(7, FLOW.pack(77, 2, 10, 6, 51000, 8080, MAPPED, MAPPED, 0)),
+    "udp": record(
+        7, FLOW.pack(77, 3, 2, 17, 53, 40000, V4.ljust(16, b"\0"), V4.ljust(16, b"\0"), 0)
+    ),
     "fork": record(4, PAIR.pack(4242, 0)),
     "exit-code": record(5, PAIR.pack(3 << 8, 0)),
     "exit-signal": record(5, PAIR.pack(9, 0)),
     "cap-allowed": record(9, PAIR.pack(21, 1)),
     "cap-denied": record(9, PAIR.pack(12, 0)),
     "deviation": record(2, DEVIATION.pack(165, 0)),
-    "no-task": record(7, FLOW.pack(0, 2, 2, 6, 50000, 443, V4.ljust(16, b"\0"), bytes(16)), 0),
+    "no-task": record(7, FLOW.pack(0, 2, 2, 6, 50000, 443, V4.ljust(16, b"\0"), bytes(16), 0), 0),
 }
+
+
+_AF, _LEN = {2: socket.AF_INET, 10: socket.AF_INET6}, {2: 4, 10: 16}
 
 
 def reference(raw: bytes) -> pb.Event:
@@ -64,14 +71,22 @@ def reference(raw: bytes) -> pb.Event:
         f = event.file_open
         f.path, f.flags, f.mode, f.return_value, f.count = cstr(path), flags, mode, ret, 1
     elif kind == pb.EVENT_TYPE_NETWORK_FLOW:
-        _, direction, family, proto, rport, lport, remote, local = FLOW.unpack_from(body)
+        _, direction, family, proto, rport, lport, remote, local, ret = FLOW.unpack_from(body)
         n = event.network_flow
-        n.direction, n.count = direction, 1  # type: ignore[assignment]
+        n.direction, n.count, n.return_value = direction, 1, ret  # type: ignore[assignment]
+        if remote[:12] == bytes(10) + b"\xff\xff":  # IPv4-mapped: the IPv4 peer it stands for
+            family, remote, local = 2, remote[12:], local[12:]
         n.family = FAMILIES.get(family, pb.ADDRESS_FAMILY_UNSPECIFIED)
         n.protocol = PROTOCOLS.get(proto, platform_pb2.PROTOCOL_UNSPECIFIED)
-        n.remote_address, n.remote_port = address(family, remote), rport
+        n.remote_address, n.remote_port = (
+            socket.inet_ntop(_AF[family], remote[: _LEN[family]]),
+            rport,
+        )
         if lport:
-            n.local_address, n.local_port = address(family, local), lport
+            n.local_address, n.local_port = (
+                socket.inet_ntop(_AF[family], local[: _LEN[family]]),
+                lport,
+            )
     elif kind == pb.EVENT_TYPE_PROCESS_FORK:
         event.process_fork.child_pid = PAIR.unpack_from(body)[0]
     elif kind == pb.EVENT_TYPE_PROCESS_EXIT:
@@ -133,6 +148,15 @@ def test_fields_follow_the_record_layout() -> None:
         0o644,
         1,
     )
+    mapped = decode_compact(RECORDS["flow-v4-mapped"])
+    assert isinstance(mapped, tuple)
+    assert (mapped[7] >> 8, mapped[8], mapped[9]) == (
+        pb.ADDRESS_FAMILY_INET,
+        "10.0.3.7",
+        "10.0.3.7",
+    )
+    refused = decode_compact(RECORDS["flow-refused"])
+    assert isinstance(refused, tuple) and refused[10] == -111
     exited = decode_compact(RECORDS["exit-code"])
     assert isinstance(exited, tuple) and (exited[10], exited[11]) == (3, 0)
     cap = decode_compact(RECORDS["cap-allowed"])

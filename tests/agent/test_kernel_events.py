@@ -1,14 +1,17 @@
 """Events of one workload in its own cgroup: the exec tree, opens with failures marked, a loopback
-connect/accept, capability checks and a DNS query with its answer."""
+connect/accept, capability checks and a DNS query with its answer; connects with their outcome
+(refused, timed out, non-blocking); dual-stack sockets' IPv4 peers as IPv4; DNS answers past 512
+bytes, cut ones counted, and DNS over TCP."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,40 +35,119 @@ except OSError: pass
 open("/etc/hostname").close()
 os.system("/bin/true")
 """
+DNS_EVENT = pb.EVENT_TYPE_DNS_QUERY
+
+
+def _question(query: bytes) -> tuple[str, int, bytes]:
+    """The name, type and wire form of a query's question."""
+    end = query.index(b"\0", 12) + 5
+    labels, pos = [], 12
+    while query[pos]:
+        labels.append(query[pos + 1 : pos + 1 + query[pos]].decode())
+        pos += 1 + query[pos]
+    return ".".join(labels), struct.unpack_from("!H", query, end - 4)[0], query[12:end]
+
+
+def _rr(rtype: int, rdata: bytes) -> bytes:
+    return b"\xc0\x0c" + struct.pack("!HHIH", rtype, 1, 60, len(rdata)) + rdata
+
+
+def _a(address: str) -> bytes:
+    return _rr(1, socket.inet_aton(address))
 
 
 def _answer(query: bytes) -> bytes:
-    header = struct.pack("!HHHHHH", struct.unpack("!H", query[:2])[0], 0x8180, 1, 1, 0, 0)
-    question = query[12:]
-    record = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton("203.0.113.7")
-    return header + question + record
+    """api: one A record; many: 60 (994 bytes, an EDNS0 answer); cut: 5 A records, a 5000-byte
+    TXT record and 5 more, longer than the probe copies; tcp: one A or AAAA record."""
+    name, qtype, question = _question(query)
+    if name == "many.example.com":
+        records = [_a(f"10.0.{i // 256}.{i % 256}") for i in range(60)]
+    elif name == "cut.example.com":
+        txt = b"".join(bytes([250]) + b"x" * 250 for _ in range(20))
+        records = [_a(f"10.1.0.{i}") for i in range(5)] + [_rr(16, txt)]
+        records += [_a(f"10.2.0.{i}") for i in range(5)]
+    elif qtype == 28:
+        records = [_rr(28, socket.inet_pton(socket.AF_INET6, "2001:db8::9"))]
+    else:
+        records = [_a("203.0.113.9" if name == "tcp.example.com" else "203.0.113.7")]
+    txid = struct.unpack_from("!H", query)[0]
+    header = struct.pack("!HHHHHH", txid, 0x8180, 1, len(records), 0, 0)
+    return header + question + b"".join(records)
+
+
+def _serve_udp(sock: socket.socket, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            data, peer = sock.recvfrom(4096)
+        except TimeoutError:
+            continue
+        sock.sendto(_answer(data), peer)
+
+
+def _serve_tcp(sock: socket.socket, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            conn, _ = sock.accept()
+        except TimeoutError:
+            continue
+        with conn:
+            conn.settimeout(10)
+            stream = conn.makefile("rb")
+            while prefix := stream.read(2):
+                reply = _answer(stream.read(struct.unpack("!H", prefix)[0]))
+                conn.sendall(struct.pack("!H", len(reply)) + reply)
 
 
 @pytest.fixture
 def resolver() -> Iterator[None]:
-    """A one-answer DNS server on 127.0.0.1:53 (outside the tracked cgroup)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    """A DNS server on 127.0.0.1:53, UDP and TCP (outside the tracked cgroup), until the test
+    ends."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(("127.0.0.1", 53))
+        udp.bind(("127.0.0.1", 53))
+        tcp.bind(("127.0.0.1", 53))
     except OSError as exc:
+        udp.close()
+        tcp.close()
         pytest.skip(f"127.0.0.1:53 is busy ({exc})")
-    sock.settimeout(20)
-
-    def serve() -> None:
-        try:
-            data, peer = sock.recvfrom(512)
-            sock.sendto(_answer(data), peer)
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    tcp.listen()
+    stop = threading.Event()
+    threads = []
+    for serve, sock in ((_serve_udp, udp), (_serve_tcp, tcp)):
+        sock.settimeout(0.1)  # how often the server looks at `stop`
+        threads.append(threading.Thread(target=serve, args=(sock, stop), daemon=True))
+        threads[-1].start()
     yield
-    sock.close()
-    thread.join(5)
+    stop.set()
+    for thread in threads:
+        thread.join(5)
+    udp.close()
+    tcp.close()
+
+
+def _run(probes: Session, name: str, code: str, *args: object) -> list[pb.Event]:
+    """Run `code` in a fresh tracked pod to its exit; its events once its exit is seen."""
+    with local_pod("test", name) as pod:
+        probes.control.track(pod.cgroup_id)
+        proc = pod.spawn([sys.executable, "-c", code, *map(str, args)])
+        assert proc.wait(30) == 0
+        assert probes.collector.wait_for(
+            lambda c: any(e.pid == proc.pid for e in c.events(pod.cgroup_id, "process_exit")),
+            timeout=10,
+        )
+        events = probes.collector.events(pod.cgroup_id)
+        probes.control.forget(pod.cgroup_id)
+    return events
+
+
+def _flows(events: list[pb.Event], keep: Callable[[pb.NetworkFlow], bool]) -> list[pb.NetworkFlow]:
+    return [e.network_flow for e in events if e.HasField("network_flow") and keep(e.network_flow)]
 
 
 def test_workload_events(probes: Session, resolver: None) -> None:
+    drops = probes.control.drops()
     with local_pod("test", "events") as pod:
         probes.control.track(pod.cgroup_id)
         proc = pod.spawn([sys.executable, "-c", CLIENT])
@@ -105,7 +187,7 @@ def test_workload_events(probes: Session, resolver: None) -> None:
     answer = next(q for q in dns if q.rcode == 0)
     assert list(answer.answer_addresses) == ["203.0.113.7"]
     assert answer.server_address == "127.0.0.1" and answer.server_port == 53
-    assert probes.control.drops() == {}
+    assert probes.control.drops() == drops
 
 
 def test_capability_use(probes: Session, tmp_path: Path) -> None:
@@ -123,3 +205,144 @@ def test_capability_use(probes: Session, tmp_path: Path) -> None:
         }
         probes.control.forget(pod.cgroup_id)
     assert "CAP_CHOWN" in caps
+
+
+CONNECTS = r"""
+import errno, select, socket, sys
+ok, nonblocking, refused, full = (("127.0.0.1", int(port)) for port in sys.argv[1:])
+socket.create_connection(ok).close()
+n = socket.socket()
+n.setblocking(False)
+assert n.connect_ex(nonblocking) == errno.EINPROGRESS
+assert select.select([], [n], [], 10)[1]
+assert n.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+assert socket.socket().connect_ex(refused) == errno.ECONNREFUSED
+t = socket.socket()  # its SYNs are dropped (full accept queue): gives up after ~1 s
+t.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 200)
+t.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)
+assert t.connect_ex(full) == errno.ETIMEDOUT
+"""
+
+
+def test_connects_report_their_outcome(probes: Session) -> None:
+    """One event per connect, once its outcome is known: 0 when established (blocking or not),
+    the negative errno when refused or timed out; with the connecting task."""
+    with contextlib.ExitStack() as stack:
+        ok, nonblocking, refused, full = (stack.enter_context(socket.socket()) for _ in range(4))
+        for sock in (ok, nonblocking, refused, full):
+            sock.bind(("127.0.0.1", 0))  # `refused` stays bound without listening: RST
+        ok.listen()
+        nonblocking.listen()
+        full.listen(0)
+        stack.enter_context(socket.create_connection(full.getsockname()))  # fills its queue
+        ports = [sock.getsockname()[1] for sock in (ok, nonblocking, refused, full)]
+        events = _run(probes, "connects", CONNECTS, *ports)
+    connects = [
+        e
+        for e in events
+        if e.HasField("network_flow") and e.network_flow.direction == pb.FLOW_DIRECTION_CONNECT
+    ]
+    results = {
+        p: [e.network_flow.return_value for e in connects if e.network_flow.remote_port == p]
+        for p in ports
+    }
+    assert results == {ports[0]: [0], ports[1]: [0], ports[2]: [-111], ports[3]: [-110]}
+    assert all(e.pid and e.comm for e in connects)
+
+
+DUAL_STACK = r"""
+import socket
+ds = socket.socket(socket.AF_INET6)
+ds.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+ds.bind(("::", 0))
+ds.listen()
+port = ds.getsockname()[1]
+c4 = socket.create_connection(("127.0.0.1", port)); a4, _ = ds.accept()
+c6 = socket.socket(socket.AF_INET6); c6.connect(("::ffff:127.0.0.1", port)); a6, _ = ds.accept()
+"""
+
+
+def test_dual_stack_peers_are_ipv4(probes: Session) -> None:
+    """A dual-stack (AF_INET6, not V6ONLY) server accepting IPv4 clients and an AF_INET6 client
+    connecting to 127.0.0.1 see IPv4-mapped addresses; the events carry 127.0.0.1, INET."""
+    events = _run(probes, "dual-stack", DUAL_STACK)
+    accepts = _flows(events, lambda f: f.direction == pb.FLOW_DIRECTION_ACCEPT)
+    connects = _flows(
+        events, lambda f: f.direction == pb.FLOW_DIRECTION_CONNECT and f.remote_port != 53
+    )
+    assert accepts and len(connects) == 2  # connect4 and connect6: two kernel keys
+    port = accepts[0].local_port
+    for flow in accepts:
+        assert (flow.remote_address, flow.local_address) == ("127.0.0.1", "127.0.0.1")
+        assert flow.family == pb.ADDRESS_FAMILY_INET
+    for flow in connects:
+        assert (flow.remote_address, flow.remote_port) == ("127.0.0.1", port)
+        assert flow.family == pb.ADDRESS_FAMILY_INET and flow.return_value == 0
+
+
+UDP_DNS = r"""
+import socket, struct
+def ask(name, txid):
+    q = struct.pack("!HHHHHH", txid, 0x0100, 1, 0, 0, 1)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    q += struct.pack("!HH", 1, 1) + b"\0" + struct.pack("!HHIH", 41, 8192, 0, 0)  # EDNS0 OPT
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(10)
+    u.sendto(q, ("127.0.0.1", 53))
+    return len(u.recv(16384))
+assert ask("many.example.com", 1) == 994
+assert ask("cut.example.com", 2) > 4096
+"""
+
+
+def _answers(events: list[pb.Event]) -> dict[tuple[str, str], list[str]]:
+    """Answer addresses by (name, type); queries (rcode -1) left out."""
+    return {
+        (q.query_name, q.query_type): list(q.answer_addresses)
+        for q in (e.dns_query for e in events if e.HasField("dns_query"))
+        if q.rcode == 0
+    }
+
+
+def test_dns_answers_past_512_bytes(probes: Session, resolver: None) -> None:
+    """An EDNS0 answer of 994 bytes arrives whole (the contract keeps 32 addresses); one longer
+    than the probe copies keeps the addresses before the cut and counts one DNS drop."""
+    before = probes.control.drops()
+    events = _run(probes, "dns-big", UDP_DNS)
+    answers = _answers(events)
+    assert answers[("many.example.com", "A")] == [f"10.0.0.{i}" for i in range(32)]
+    assert answers[("cut.example.com", "A")] == [f"10.1.0.{i}" for i in range(5)]
+    after = probes.control.drops()
+    assert after.get(DNS_EVENT, 0) - before.get(DNS_EVENT, 0) == 1
+    assert {k: n for k, n in after.items() if k != DNS_EVENT} == {
+        k: n for k, n in before.items() if k != DNS_EVENT
+    }
+
+
+TCP_DNS = r"""
+import socket, struct
+def query(txid, qtype):
+    q = struct.pack("!HHHHHH", txid, 0x0100, 1, 0, 0, 0)
+    q += b"\x03tcp\x07example\x03com\x00" + struct.pack("!HH", qtype, 1)
+    return struct.pack("!H", len(q)) + q
+s = socket.create_connection(("127.0.0.1", 53), timeout=10)
+s.sendall(query(0x0A0A, 1) + query(0x0B0B, 28))  # one segment, two messages, as glibc sends them
+replies = s.makefile("rb")
+for _ in range(2):
+    replies.read(struct.unpack("!H", replies.read(2))[0])
+"""
+
+
+def test_dns_over_tcp(probes: Session, resolver: None) -> None:
+    """Both length-prefixed queries of one segment and both answers are seen, and nothing else
+    on the connection (handshake, acknowledgements) is taken for DNS."""
+    events = _run(probes, "dns-tcp", TCP_DNS)
+    dns = [e.dns_query for e in events if e.HasField("dns_query")]
+    assert {(q.query_name, q.server_address, q.server_port) for q in dns} == {
+        ("tcp.example.com", "127.0.0.1", 53)
+    }
+    assert sorted(q.query_type for q in dns if q.rcode == -1) == ["A", "AAAA"]
+    assert _answers(events) == {
+        ("tcp.example.com", "A"): ["203.0.113.9"],
+        ("tcp.example.com", "AAAA"): ["2001:db8::9"],
+    }

@@ -18,7 +18,7 @@ import pytest
 from agent.localpod import cgroup2_mount
 from agent.probes import consumer as consumer_module
 from agent.probes import ringbuf
-from agent.probes.consumer import Consumer
+from agent.probes.consumer import Consumer, event_type
 from agent.probes.loader import Loader
 from agent.probes.ringbuf import BUSY, DISCARD, PAGE, TSO_MACHINES, MappedRing, RingUnavailable
 from tests.agent.conftest import ebpf_unavailable
@@ -188,7 +188,9 @@ def test_consumer_hands_every_record_to_the_sink() -> None:
 
 @pytest.mark.ebpf
 @needs_x86
-def test_a_failing_sink_loses_one_record_not_the_drain(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failing_sink_loses_one_counted_record_not_the_drain(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     loader = _loader()
     try:
         got: list[bytes] = []
@@ -204,6 +206,8 @@ def test_a_failing_sink_loses_one_record_not_the_drain(caplog: pytest.LogCapture
             consumer.consume()
         assert got == [payload(s) for s in range(10) if s != 3]
         assert len(caplog.records) == 1 and caplog.records[0].exc_info is not None
+        # counted as an agent-side drop of its type (the record's first word: 3, an exec)
+        assert consumer.lost() == {3: 1}
     finally:
         loader.close()
 
@@ -267,6 +271,33 @@ def test_consumer_falls_back_to_bcc_elsewhere(
         assert got == [payload(s) for s in range(40) if s % 3]
     finally:
         loader.close()
+
+
+@pytest.mark.ebpf
+def test_a_failing_sink_is_counted_under_bcc_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    loader = _loader()
+    try:
+        monkeypatch.setattr(ringbuf.platform, "machine", lambda: "aarch64")
+        got: list[bytes] = []
+
+        def sink(raw: bytes) -> None:
+            if raw in (payload(5), payload(9)):
+                raise ValueError("undecodable")
+            got.append(raw)
+
+        consumer = Consumer(loader, sink)
+        emit(12, 0)
+        consumer.consume()
+        assert got == [payload(s) for s in range(12) if s not in (5, 9)]
+        assert consumer.lost() == {5: 1, 9: 1}
+    finally:
+        loader.close()
+
+
+def test_lost_records_are_counted_by_contract_event_type() -> None:
+    assert event_type(struct.pack("<I", 8) + bytes(60)) == 8  # a DNS record
+    assert event_type(struct.pack("<I", 16) + bytes(60)) == 0  # a cgroup change: not an EventType
+    assert event_type(b"\x07") == 0  # too short to say
 
 
 class FakeRing:
