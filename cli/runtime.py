@@ -5,6 +5,8 @@ show behaviour profiles, and opt workloads in to or out of learning."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,6 +24,7 @@ RuntimeOption = typer.Option("127.0.0.1:50052", "--runtime", help="Runtime servi
 FormatOption = typer.Option("table", "--format", help="table or json (one JSON object a line).")
 SEVERITIES = {0: "-", 1: "LOW", 2: "MEDIUM", 3: "HIGH", 4: "CRITICAL"}
 STATES = {1: "LEARNING", 2: "COMPLETE", 3: "PARTIAL"}
+PAGE_SIZE = 1000  # the service's maximum
 
 
 def _fail(message: str) -> NoReturn:
@@ -55,23 +58,65 @@ def _json(message: Any) -> str:
     return json.dumps(MessageToDict(message), separators=(",", ":"))
 
 
+def _pages(call: Callable[..., Any], request: Any, field: str) -> Iterator[Any]:
+    """Yield the `field` items of every page of a List call, following next_page_token."""
+    while True:
+        answer = call(request, timeout=10)
+        yield from getattr(answer, field)
+        if not answer.next_page_token:
+            return
+        request.page_token = answer.next_page_token
+
+
+def _where(alert: Any) -> str:
+    """Return the latest occurrence's pod and node, and how far the alert spread."""
+    latest = alert.latest_occurrence
+    pod = latest.pod_name or alert.workload.pod  # a service without latest_occurrence
+    node = latest.node_name or alert.node_name
+    spread = [
+        f"{len(names)} {noun}s"
+        for names, noun in ((alert.pod_names, "pod"), (alert.node_names, "node"))
+        if len(names) > 1
+    ]
+    return f"{pod} on {node}" + (f" ({', '.join(spread)})" if spread else "")
+
+
 def _alert_row(table: Table, alert: Any) -> None:
     ref = alert.workload
     table.add_row(
         alert.last_seen_time.ToJsonString()[:19], SEVERITIES[alert.severity], alert.rule_id,
-        f"{ref.namespace}/{ref.name}/{ref.container}", str(alert.count), alert.message,
+        escape(f"{ref.namespace}/{ref.name}/{ref.container}"), escape(_where(alert)),
+        str(alert.count), escape(alert.message),
     )  # fmt: skip
 
 
 def _alerts_table(alerts: list[Any]) -> None:
-    table = Table("last seen", "severity", "rule", "workload", "count", "message")
+    table = Table("last seen", "severity", "rule", "workload", "latest pod", "count", "message")
     for alert in alerts:
         _alert_row(table, alert)
     console.print(table)
 
 
+def _list_alerts(stub: Any, limit: int) -> tuple[list[Any], int]:
+    """Return the alerts, most recent first (at most `limit` when not 0), and how many more
+    there are. An alert that moves up while the pages are read shows once."""
+    from parallax.runtime.v1 import runtime_service_pb2 as pb
+
+    found: dict[str, Any] = {}
+    more = 0
+    for alert in _pages(stub.ListAlerts, pb.ListAlertsRequest(page_size=PAGE_SIZE), "alerts"):
+        if alert.name in found:
+            continue
+        if limit and len(found) >= limit:
+            more += 1
+        else:
+            found[alert.name] = alert
+    return list(found.values()), more
+
+
 def alerts(
     follow: bool = typer.Option(False, "--follow", help="Stream new and updated alerts."),
+    limit: int = typer.Option(0, "--limit", min=0, help="Show at most N alerts (0: all)."),
     output_format: str = FormatOption,
     runtime: str = RuntimeOption,
     tls_dir: Path | None = TlsDirOption,
@@ -86,12 +131,16 @@ def alerts(
     stub = _stub(runtime, tls_dir, insecure)
     try:
         if not follow:
-            found = stub.ListAlerts(pb.ListAlertsRequest(page_size=200), timeout=10).alerts
+            found, more = _list_alerts(stub, limit)
             if output_format == "json":
                 for alert in found:
                     print(_json(alert))
             else:
-                _alerts_table(list(found))
+                _alerts_table(found)
+            if more:
+                errors.print(
+                    f"{more} more alert{'s' if more > 1 else ''} not shown (--limit {limit})"
+                )
             return
         for change in stub.WatchAlerts(pb.WatchAlertsRequest(), timeout=None):
             if change.HasField("alert"):
@@ -105,7 +154,41 @@ def alerts(
 def _line(change: Any) -> str:
     alert = change.alert
     kind = {1: "current", 3: "new", 4: "updated", 5: "resolved"}.get(change.change_type, "?")
-    return f"{kind:8} {SEVERITIES[alert.severity]:8} {alert.rule_id} x{alert.count} {alert.message}"
+    return (
+        f"{kind:8} {SEVERITIES[alert.severity]:8} {alert.rule_id} x{alert.count} "
+        f"[{_where(alert)}] {alert.message}"
+    )
+
+
+def _span(seconds: float) -> str:
+    """Return a duration as "2d3h", "1h5m", "4m10s" or "12s"."""
+    whole = max(0, int(seconds))
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def _coverage(cover: Any, now: float) -> list[str]:
+    """Return the coverage figures of a profile as lines to print."""
+    if cover.HasField("last_new_item_time"):
+        last = cover.last_new_item_time
+        since = f"{_span(now - last.seconds)} ago ({last.ToJsonString()[:19]}Z)"
+    else:
+        since = "never"
+    return [
+        f"  replicas {cover.replicas_observed}, start observed {cover.start_observed}"
+        + (f" ({cover.start_observed_reason})" if cover.start_observed_reason else ""),
+        f"  events {cover.events_received}, dropped {cover.events_dropped}, "
+        f"unattributed {cover.unattributed_events}, observation gaps {cover.observation_gaps}",
+        f"  last new item {since}, {_span(cover.watched_duration.seconds)} of it watched; "
+        f"learning window {_span(cover.learning_window.seconds)}, "
+        f"observed {_span(cover.observed_duration.seconds)}",
+    ]
 
 
 def profile(
@@ -120,25 +203,24 @@ def profile(
     from parallax.runtime.v1 import runtime_service_pb2 as pb
 
     stub = _stub(runtime, tls_dir, insecure)
+    request = pb.ListProfilesRequest(workload=_workload(workload), page_size=PAGE_SIZE)
     try:
-        found = stub.ListProfiles(pb.ListProfilesRequest(workload=_workload(workload)), timeout=10)
+        found = list(_pages(stub.ListProfiles, request, "profiles"))
     except grpc.RpcError as exc:
         _fail(f"{exc.code().name}: {exc.details()}")  # type: ignore[attr-defined]
-    if not found.profiles:
+    if not found:
         _fail(f"no profile for {workload}")
-    for item in found.profiles:
+    now = time.time()
+    for item in found:
         if output_format == "json":
             print(_json(item))
             continue
-        cover = item.coverage
         console.print(
-            f"[bold]{item.name}[/bold]  {STATES.get(item.state, '?')}: {item.state_reason}"
+            f"[bold]{escape(item.name)}[/bold]  {STATES.get(item.state, '?')}: "
+            f"{escape(item.state_reason)}"
         )
-        console.print(
-            f"  replicas {cover.replicas_observed}, start observed {cover.start_observed}, "
-            f"events {cover.events_received}, dropped {cover.events_dropped}, "
-            f"unattributed {cover.unattributed_events}"
-        )
+        for line in _coverage(item.coverage, now):
+            console.print(line, markup=False)
         names = ", ".join(s.syscall_name or str(s.syscall_number) for s in item.syscalls)
         console.print(f"  syscalls: {names}", markup=False)
         for e in item.executables:

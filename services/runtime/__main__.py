@@ -1,4 +1,5 @@
-"""Composition root of the runtime service: `python -m services.runtime`."""
+"""Composition root of the runtime service: `python -m services.runtime`. With a webhook, the
+store keeps the outbox (new alerts enqueued with their batch) that the Webhook worker sends."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from services.runtime.config import Settings
 from services.runtime.engine import Engine
 from services.runtime.kubepods import AgentPodSettings, agent_nodes
 from services.runtime.otlp import OtlpAlerts, logger_provider
-from services.runtime.outputs import JsonLines, Ticker, Webhook
+from services.runtime.outputs import JsonLines, Ticker, Webhook, meter_provider, observe
 from services.runtime.servicer import RuntimeServicer, registration
 from services.runtime.store import RuntimeStore
 
@@ -21,17 +22,26 @@ def main() -> None:
     settings = Settings.from_env(os.environ)
     server = settings.server
     url = storage.database_url(server.database_url, server.data_dir, "runtime")
-    engine = Engine(RuntimeStore(storage.engine(url)), time.time, settings.learning_window)
+    store = RuntimeStore(storage.engine(url), outbox=bool(settings.webhook_url))
+    engine = Engine(store, time.time, settings.learning_window)
     if settings.alerts_stdout:
         engine.subscribe(JsonLines(sys.stdout))
-    if settings.webhook_url:
-        engine.subscribe(Webhook(settings.webhook_url, settings.webhook_attempts))
+    hook = Webhook(settings.webhook_url, store) if settings.webhook_url else None
+    meters = meter_provider(os.environ) if hook is not None else None
+    if hook is not None:
+        engine.subscribe(hook)
+        if meters is not None:
+            observe(meters.get_meter("parallax.runtime.webhook"), hook)
     logs = logger_provider(os.environ)
     if logs is not None:
         engine.subscribe(OtlpAlerts(logs))
     agents = agent_nodes(AgentPodSettings.from_env(os.environ), time.monotonic)
     Ticker(engine.tick, settings.tick_seconds).start()
     serve.run(server, lambda provider: [registration(RuntimeServicer(engine, agents))])
+    if hook is not None:
+        hook.close()  # what it has not sent stays in the outbox for the next start
+    if meters is not None:
+        meters.shutdown()
     if logs is not None:
         logs.shutdown()  # flushes the alerts still queued
 

@@ -1,5 +1,7 @@
 """Alerts: detections aggregated per rule, workload, container and fingerprint, so that a repeat
-increases a count and moves last-seen instead of raising a new alert; the OPEN, ACKNOWLEDGED,
+increases a count and moves last-seen instead of raising a new alert; an alert keeps its first
+occurrence (pod, node, process tree), its latest one, and the pods and nodes it occurred in (at
+most MAX_PLACES each), since one alert spans the container's replicas; the OPEN, ACKNOWLEDGED,
 RESOLVED lifecycle (a repeat after RESOLVED opens a new alert); and the JSON form the outputs
 send. Pure; the engine records detections batch by batch and persists what `flush` returns."""
 
@@ -18,6 +20,7 @@ from services.runtime.rules import Detection
 
 MAX_REASON = 1024
 MAX_RESOLVED = 10_000  # resolved alerts kept (memory and store); older ones are forgotten
+MAX_PLACES = 20  # pods, and nodes, listed per alert; later ones are counted but not listed
 
 
 class AlertState(enum.IntEnum):
@@ -30,7 +33,9 @@ class AlertState(enum.IntEnum):
 
 @dataclass(frozen=True, eq=False)
 class Alert:
-    """A detection on one container, aggregated over repeats."""
+    """A detection on one container, aggregated over repeats: `origin` and `tree` are the first
+    occurrence's, `latest` and `latest_tree` the latest one's (at `last_seen`), `pods` and
+    `nodes` the pod and node names it occurred in, first seen first, at most MAX_PLACES."""
 
     id: str
     key: str
@@ -41,6 +46,10 @@ class Alert:
     message: str
     origin: domain.Origin
     tree: tuple[Process, ...]
+    latest: domain.Origin
+    latest_tree: tuple[Process, ...]
+    pods: tuple[str, ...]
+    nodes: tuple[str, ...]
     evidence: dict[str, str]
     count: int
     first_seen: float
@@ -60,13 +69,52 @@ def aggregation_key(detection: Detection, origin: domain.Origin) -> str:
     return f"{detection.rule.rule_id}|{domain.container_path(origin)}|{detection.key}"
 
 
+class Pending:
+    """The detections of one alert in the current batch: how many, until when, the latest
+    occurrence, and the pods and nodes they came from."""
+
+    def __init__(
+        self, base: Alert, count: int, last: float, origin: domain.Origin, tree: tuple[Process, ...]
+    ) -> None:
+        self.base = base
+        self.count = count
+        self.last = last
+        self.latest = origin
+        self.latest_tree = tree
+        self.pods: list[str] = [origin.pod]
+        self.nodes: list[str] = [origin.node]
+
+    def add(
+        self, count: int, last: float, origin: domain.Origin, tree: tuple[Process, ...]
+    ) -> None:
+        """Count `count` more detections up to `last` from `origin` with process tree `tree`."""
+        self.count += count
+        if last >= self.last:
+            self.last, self.latest, self.latest_tree = last, origin, tree
+        if len(self.pods) < MAX_PLACES and origin.pod not in self.pods:
+            self.pods.append(origin.pod)
+        if len(self.nodes) < MAX_PLACES and origin.node not in self.nodes:
+            self.nodes.append(origin.node)
+
+
+def _places(known: tuple[str, ...], seen: list[str]) -> tuple[str, ...]:
+    """Return `known` followed by the names of `seen` it lacks, at most MAX_PLACES."""
+    if len(known) >= MAX_PLACES or all(name in known for name in seen):
+        return known
+    merged = list(known)
+    for name in seen:
+        if name not in merged and len(merged) < MAX_PLACES:
+            merged.append(name)
+    return tuple(merged)
+
+
 class AlertBook:
     """All alerts in memory, with pending repeats of the current batch."""
 
     def __init__(self) -> None:
         self.by_id: dict[str, Alert] = {}
         self.live: dict[str, Alert] = {}
-        self.pending: dict[str, tuple[Alert, int, float]] = {}
+        self.pending: dict[str, Pending] = {}
         self.resolved: dict[str, float] = {}  # alert id -> resolution time, oldest first
 
     def load(self, alert: Alert) -> None:
@@ -103,19 +151,30 @@ class AlertBook:
         latest = event.at if last is None else max(last, event.at)
         waiting = self.pending.get(key)
         if waiting is not None:
-            base, total, seen = waiting
-            self.pending[key] = (base, total + count, max(seen, latest))
+            waiting.add(count, latest, event.origin, tree)
             return
         base = self.live.get(key) or _new_alert(key, detection, event, tree)
-        self.pending[key] = (base, count, latest)
+        self.pending[key] = Pending(base, count, latest, event.origin, tree)
 
     def flush(self, now: float) -> list[tuple[Alert, bool]]:
         """Apply the pending detections; return each changed alert and whether it is new."""
         changed: list[tuple[Alert, bool]] = []
-        for key, (base, count, last) in self.pending.items():
+        for key, waiting in self.pending.items():
+            base = waiting.base
             is_new = base.id not in self.by_id
-            total = count if is_new else base.count + count
-            alert = replace(base, count=total, last_seen=max(base.last_seen, last), update_time=now)
+            total = waiting.count if is_new else base.count + waiting.count
+            # An agent's late backlog may be older than what the alert already holds.
+            newer = waiting.last >= base.last_seen
+            alert = replace(
+                base,
+                count=total,
+                last_seen=max(base.last_seen, waiting.last),
+                latest=waiting.latest if newer else base.latest,
+                latest_tree=waiting.latest_tree if newer else base.latest_tree,
+                pods=_places(base.pods, waiting.pods),
+                nodes=_places(base.nodes, waiting.nodes),
+                update_time=now,
+            )
             self.by_id[alert.id] = self.live[key] = alert
             changed.append((alert, is_new))
         self.pending.clear()
@@ -165,6 +224,10 @@ def _new_alert(
         message=detection.message,
         origin=event.origin,
         tree=tree,
+        latest=event.origin,
+        latest_tree=tree,
+        pods=(event.origin.pod,),
+        nodes=(event.origin.node,),
         evidence=detection.evidence,
         count=0,
         first_seen=event.at,
@@ -178,9 +241,14 @@ def _iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
 
 
+def _tree_json(tree: tuple[Process, ...]) -> list[dict[str, Any]]:
+    return [{"pid": p.pid, "ppid": p.ppid, "path": p.path} for p in tree]
+
+
 def to_json(alert: Alert) -> dict[str, Any]:
-    """Return the alert as the JSON object written to stdout and webhooks."""
-    origin = alert.origin
+    """Return the alert as the JSON object written to stdout and webhooks: the first
+    occurrence at the top level (as in the Alert message), the latest in "latestOccurrence"."""
+    origin, latest = alert.origin, alert.latest
     return {
         "name": alert.name,
         "ruleId": alert.rule_id,
@@ -199,7 +267,17 @@ def to_json(alert: Alert) -> dict[str, Any]:
         "containerId": origin.container_id,
         "imageDigest": origin.image_digest,
         "node": origin.node,
-        "processTree": [{"pid": p.pid, "ppid": p.ppid, "path": p.path} for p in alert.tree],
+        "processTree": _tree_json(alert.tree),
+        "podNames": list(alert.pods),
+        "nodeNames": list(alert.nodes),
+        "latestOccurrence": {
+            "pod": latest.pod,
+            "podUid": latest.pod_uid,
+            "containerId": latest.container_id,
+            "imageDigest": latest.image_digest,
+            "node": latest.node,
+            "processTree": _tree_json(alert.latest_tree),
+        },
         "evidence": alert.evidence,
         "count": alert.count,
         "firstSeenTime": _iso(alert.first_seen),

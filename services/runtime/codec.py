@@ -1,5 +1,6 @@
-"""JSON encoding of the runtime service's domain objects for the store's rows, and back. Used by
-store.py only; no SQL here, so the row shapes can be tested without a database."""
+"""JSON encoding of the runtime service's domain objects for the store's rows (and the webhook
+payloads its outbox holds), and back. Used by store.py only; no SQL here, so the row shapes can
+be tested without a database."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import orjson
 
 from services.runtime import domain
-from services.runtime.alerts import Alert, AlertState
+from services.runtime.alerts import Alert, AlertState, to_json
 from services.runtime.containers import Process
 from services.runtime.learning import Profile, WorkloadRecord
 from services.runtime.nodes import Counts, Node
@@ -195,6 +196,21 @@ def node(data: str) -> Node:
     )
 
 
+def _origin_row(origin: domain.Origin) -> list[Any]:
+    return [list(origin.workload), *origin[1:]]
+
+
+def _origin(raw: list[Any]) -> domain.Origin:
+    workload, *rest = raw
+    return domain.Origin(domain.Workload(*workload), *rest)
+
+
+def _tree(raw: list[list[Any]]) -> tuple[Process, ...]:
+    return tuple(
+        Process(pid, ppid, path, tuple(argv), uid, euid) for pid, ppid, path, argv, uid, euid in raw
+    )
+
+
 def alert_row(alert: Alert) -> dict[str, Any]:
     """Return an alert's row."""
     data = [
@@ -205,7 +221,7 @@ def alert_row(alert: Alert) -> dict[str, Any]:
         int(alert.severity),
         alert.technique,
         alert.message,
-        [list(alert.origin.workload), *alert.origin[1:]],
+        _origin_row(alert.origin),
         [list(p) for p in alert.tree],
         alert.evidence,
         alert.count,
@@ -214,6 +230,10 @@ def alert_row(alert: Alert) -> dict[str, Any]:
         int(alert.state),
         alert.update_time,
         alert.state_reason,
+        list(alert.pods),
+        list(alert.nodes),
+        _origin_row(alert.latest),
+        [list(p) for p in alert.latest_tree],
     ]
     return {
         "id": alert.id,
@@ -225,29 +245,43 @@ def alert_row(alert: Alert) -> dict[str, Any]:
 
 
 def alert(data: str) -> Alert:
-    """Rebuild an alert."""
+    """Rebuild an alert. Rows written before alerts kept their pods, nodes and latest
+    occurrence read as having occurred in their first pod only."""
     raw = json.loads(data)
-    workload, *rest = raw[7]
-    origin = domain.Origin(domain.Workload(*workload), *rest)
-    tree = tuple(
-        Process(pid, ppid, path, tuple(argv), uid, euid)
-        for pid, ppid, path, argv, uid, euid in raw[8]
-    )
+    origin, tree = _origin(raw[7]), _tree(raw[8])
+    if len(raw) > 16:
+        pods, nodes = tuple(raw[16]), tuple(raw[17])
+        latest, latest_tree = _origin(raw[18]), _tree(raw[19])
+    else:
+        pods, nodes, latest, latest_tree = (origin.pod,), (origin.node,), origin, tree
     return Alert(
-        raw[0],
-        raw[1],
-        raw[2],
-        raw[3],
-        domain.Severity(raw[4]),
-        raw[5],
-        raw[6],
-        origin,
-        tree,
-        raw[9],
-        raw[10],
-        raw[11],
-        raw[12],
-        AlertState(raw[13]),
-        raw[14],
-        raw[15],
+        id=raw[0],
+        key=raw[1],
+        rule_id=raw[2],
+        title=raw[3],
+        severity=domain.Severity(raw[4]),
+        technique=raw[5],
+        message=raw[6],
+        origin=origin,
+        tree=tree,
+        latest=latest,
+        latest_tree=latest_tree,
+        pods=pods,
+        nodes=nodes,
+        evidence=raw[9],
+        count=raw[10],
+        first_seen=raw[11],
+        last_seen=raw[12],
+        state=AlertState(raw[13]),
+        update_time=raw[14],
+        state_reason=raw[15],
     )
+
+
+def outbox_row(alert: Alert) -> dict[str, Any]:
+    """Return the webhook outbox row of a new alert: its JSON payload as of now."""
+    return {
+        "alert_id": alert.id,
+        "enqueue_time": alert.update_time,
+        "payload": _dumps(to_json(alert)),
+    }

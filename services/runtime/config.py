@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from servicekit.config import ConfigError, ServerSettings, integer, number, text
+from servicekit.config import ConfigError, ServerSettings, number, text
 
 DEFAULT_PORT = 50052
 
@@ -14,14 +14,13 @@ DEFAULT_PORT = 50052
 class Settings:
     """Server settings plus: PARALLAX_LEARNING_WINDOW_SECONDS (default learning window, 86400),
     PARALLAX_ALERTS_STDOUT=true (alerts as JSON lines on stdout), PARALLAX_ALERT_WEBHOOK_URL
-    (POST each new alert as JSON) with PARALLAX_WEBHOOK_ATTEMPTS tries, and
+    (POST each new alert as JSON, from a durable outbox, retried until delivered or refused), and
     PARALLAX_TICK_SECONDS (how often learning windows are checked without events)."""
 
     server: ServerSettings
     learning_window: float
     alerts_stdout: bool
     webhook_url: str
-    webhook_attempts: int
     tick_seconds: float
 
     @classmethod
@@ -37,6 +36,5 @@ class Settings:
             ),
             alerts_stdout=text(env, "PARALLAX_ALERTS_STDOUT", "false").lower() == "true",
             webhook_url=webhook,
-            webhook_attempts=integer(env, "PARALLAX_WEBHOOK_ATTEMPTS", 5, low=1, high=20),
             tick_seconds=number(env, "PARALLAX_TICK_SECONDS", 5.0, low=0.05, high=3600.0),
         )

@@ -48,8 +48,9 @@ class AlertFilter:
     def matches(self, alert: Alert) -> bool:
         """Return True when `alert` passes every filter."""
         origin = alert.origin
+        pods = (alert.pods or (origin.pod,)) if self.where.pod else (origin.pod,)  # any it hit
         return (
-            self.where.matches(origin.workload, origin.container, origin.pod)
+            any(self.where.matches(origin.workload, origin.container, pod) for pod in pods)
             and (self.state is None or alert.state is self.state)
             and alert.severity >= self.minimum_severity
             and (not self.rule_ids or alert.rule_id in self.rule_ids)

@@ -12,6 +12,7 @@ from parallax.type.v1 import workload_pb2 as ref_pb2
 
 from services.runtime import domain, rules
 from services.runtime.alerts import Alert
+from services.runtime.containers import Process
 from services.runtime.learning import Profile, WorkloadRecord
 from services.runtime.nodes import Node
 from services.runtime.profiles import WRITE_FLAGS, Category, Item, ItemKey, State
@@ -198,15 +199,19 @@ def workload(
     )
 
 
-def alert(found: Alert) -> alert_pb2.Alert:
-    """Return the alert message."""
-    origin = found.origin
-    tree = [
+def _tree(tree: tuple[Process, ...]) -> list[alert_pb2.Process]:
+    return [
         alert_pb2.Process(
             pid=p.pid, ppid=p.ppid, path=p.path, argv=list(p.argv), uid=p.uid, euid=p.euid
         )
-        for p in found.tree
+        for p in tree
     ]
+
+
+def alert(found: Alert) -> alert_pb2.Alert:
+    """Return the alert message: the first occurrence in its top-level fields, the latest in
+    latest_occurrence, and the pods and nodes it occurred in."""
+    origin, latest = found.origin, found.latest
     return alert_pb2.Alert(
         name=found.name,
         rule_id=found.rule_id,
@@ -219,13 +224,23 @@ def alert(found: Alert) -> alert_pb2.Alert:
         container_id=origin.container_id,
         image_digest=origin.image_digest,
         node_name=origin.node,
-        process_tree=tree,
+        process_tree=_tree(found.tree),
         evidence=found.evidence,
         count=found.count,
         first_seen_time=stamp(found.first_seen),
         last_seen_time=stamp(found.last_seen),
         state=_enum(int(found.state)),
         update_time=stamp(found.update_time),
+        pod_names=list(found.pods),
+        node_names=list(found.nodes),
+        latest_occurrence=alert_pb2.AlertOccurrence(
+            pod_name=latest.pod,
+            pod_uid=latest.pod_uid,
+            container_id=latest.container_id,
+            image_digest=latest.image_digest,
+            node_name=latest.node,
+            process_tree=_tree(found.latest_tree),
+        ),
     )
 
 

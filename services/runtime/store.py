@@ -1,7 +1,16 @@
 """Persistence of the runtime service (SQLite or PostgreSQL through SQLModel), the only module
 that touches SQL: each acknowledged batch is one transaction holding its dedupe record and the
 deltas it caused (profiles, changed items, workloads, its node, alerts); `load` rebuilds the
-in-memory state after a restart. Tables stay private; callers see domain objects."""
+in-memory state after a restart. Tables stay private; callers see domain objects.
+
+The webhook outbox: a store created with `outbox=True` (when a webhook is configured) also
+writes, in that same transaction, one outbox row per alert the transaction creates (an alert id
+not yet stored), holding the alert's JSON payload as of then. So an acknowledged batch's new
+alerts are as durable as the batch, whatever happens to the process afterwards, and the engine
+needs no part in it: it commits its Changes as always. The webhook's worker (outputs.Webhook)
+reads the rows in the order they were written (`deliveries`) and takes each out when it was
+delivered or refused for good (`finish_delivery`), which also counts it in a totals table, in
+one transaction; `outbox_counts` reads delivered, pending and failed."""
 
 from __future__ import annotations
 
@@ -12,7 +21,7 @@ from sqlalchemy import Table, delete, func, insert
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, Session, SQLModel, select
 
 from servicekit.storage import create_tables
@@ -68,6 +77,20 @@ class _AlertRow(SQLModel, table=True):
     data: str
 
 
+class _OutboxRow(SQLModel, table=True):
+    __tablename__ = "runtime_alert_outbox"
+    position: int | None = Field(default=None, primary_key=True)  # the order of delivery
+    alert_id: str = Field(unique=True)
+    enqueue_time: float
+    payload: str
+
+
+class _OutboxTotalRow(SQLModel, table=True):
+    __tablename__ = "runtime_alert_outbox_totals"
+    outcome: str = Field(primary_key=True)  # "delivered" or "failed"
+    total: int
+
+
 _TABLES: list[type[SQLModel]] = [
     _BatchRow,
     _ProfileRow,
@@ -75,6 +98,8 @@ _TABLES: list[type[SQLModel]] = [
     _WorkloadRow,
     _NodeRow,
     _AlertRow,
+    _OutboxRow,
+    _OutboxTotalRow,
 ]
 
 
@@ -92,6 +117,26 @@ class Changes:
     forgotten_alerts: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A new alert waiting in the webhook outbox: its place in line and its JSON payload."""
+
+    position: int
+    alert_id: str
+    enqueue_time: float
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class OutboxCounts:
+    """The webhook outbox's figures: alerts delivered and failed (refused for good) since the
+    database was created, and alerts waiting."""
+
+    delivered: int = 0
+    pending: int = 0
+    failed: int = 0
+
+
 @dataclass
 class Snapshot:
     """The whole stored state, as `load` returns it."""
@@ -103,12 +148,21 @@ class Snapshot:
 
 
 class RuntimeStore:
-    """Batches, profiles, workloads, nodes and alerts in one database."""
+    """Batches, profiles, workloads, nodes and alerts in one database; with `outbox`, also the
+    new alerts a webhook must deliver."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, outbox: bool = False) -> None:
         self.engine = engine
+        self.outbox = outbox
         create_tables(engine, _TABLES)
         dialect = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        self._enqueue = dialect(_table(_OutboxRow)).on_conflict_do_nothing(
+            index_elements=["alert_id"]
+        )
+        totals = _table(_OutboxTotalRow)
+        self._count = dialect(totals).on_conflict_do_update(
+            index_elements=["outcome"], set_={"total": totals.c.total + 1}
+        )
         self._batch = insert(_table(_BatchRow))
         self._upserts = [
             (_upsert(dialect, _ProfileRow, ["name"]), _profile_rows),
@@ -130,15 +184,19 @@ class RuntimeStore:
 
     def commit(self, changes: Changes) -> None:
         """Write `changes` in one transaction; a duplicate batch key makes it fail whole. The
-        statements are built once and run as executemany, without the ORM."""
+        statements are built once and run as executemany, without the ORM. With the outbox,
+        the alerts not stored before are enqueued for the webhook in the same transaction."""
         with self.engine.begin() as connection:
             if changes.batch is not None:
                 row = {**changes.batch._asdict(), "received_time": changes.received}
                 connection.execute(self._batch, [row])
+            fresh = _unstored(connection, changes.alerts) if self.outbox else []
             for statement, rows in self._upserts:
                 found = rows(changes)
                 if found:
                     connection.execute(statement, found)
+            if fresh:
+                connection.execute(self._enqueue, [codec.outbox_row(a) for a in fresh])
             if changes.forgotten_alerts:
                 table = _table(_AlertRow)
                 connection.execute(delete(table).where(table.c.id.in_(changes.forgotten_alerts)))
@@ -158,6 +216,31 @@ class RuntimeStore:
             profile.dirty.clear()
             profile.changed = False
         return Snapshot(list(profiles.values()), workloads, nodes, alerts)
+
+    def deliveries(self, limit: int) -> list[Delivery]:
+        """Return the first `limit` alerts waiting in the outbox, in the order of delivery."""
+        table = _table(_OutboxRow)
+        query = core_select(table).order_by(table.c.position).limit(limit)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [Delivery(r.position, r.alert_id, r.enqueue_time, r.payload.encode()) for r in rows]
+
+    def finish_delivery(self, position: int, delivered: bool) -> None:
+        """Take a delivery out of the outbox, counting it as delivered or as failed."""
+        table = _table(_OutboxRow)
+        with self.engine.begin() as connection:
+            gone = connection.execute(delete(table).where(table.c.position == position)).rowcount
+            if gone:
+                outcome = "delivered" if delivered else "failed"
+                connection.execute(self._count, [{"outcome": outcome, "total": 1}])
+
+    def outbox_counts(self) -> OutboxCounts:
+        """Return how many alerts the webhook delivered, has waiting, and failed."""
+        totals, outbox = _table(_OutboxTotalRow), _table(_OutboxRow)
+        with self.engine.connect() as connection:
+            done = dict(connection.execute(core_select(totals.c.outcome, totals.c.total)).all())
+            pending = connection.execute(core_select(func.count()).select_from(outbox)).scalar()
+        return OutboxCounts(done.get("delivered", 0), pending or 0, done.get("failed", 0))
 
     def prune_batches(self, resend_before: float, session_before: float) -> int:
         """Drop the dedupe records received before `resend_before` except the newest of each
@@ -184,6 +267,16 @@ class RuntimeStore:
 
 def _table(model: type[SQLModel]) -> Table:
     return model.__table__  # type: ignore[attr-defined,no-any-return]
+
+
+def _unstored(connection: Connection, alerts: list[Alert]) -> list[Alert]:
+    """Return the alerts of `alerts` that have no row yet: the ones being created."""
+    if not alerts:
+        return []
+    table = _table(_AlertRow)
+    ids = [a.id for a in alerts]
+    stored = set(connection.execute(core_select(table.c.id).where(table.c.id.in_(ids))).scalars())
+    return [a for a in alerts if a.id not in stored]
 
 
 def _upsert(dialect: Any, model: type[SQLModel], keys: list[str]) -> Any:

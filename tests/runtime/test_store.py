@@ -1,18 +1,23 @@
 """The runtime store on SQLite and on a real PostgreSQL: a batch's dedupe record and deltas in
-one transaction, upserts of changed items, the whole state back after a restart, and a resent
-batch key failing the transaction as a whole."""
+one transaction, upserts of changed items, the whole state back after a restart (alerts with
+the pods and nodes they occurred in), a resent batch key failing the transaction as a whole,
+and the webhook outbox: new alerts enqueued in their batch's transaction, in order, durably."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
+from parallax.runtime.v1 import runtime_service_pb2 as pb
 from sqlalchemy.exc import IntegrityError
 
 from servicekit.storage import engine
-from services.runtime import domain, wire
+from services.runtime import codec, domain, render, wire
+from services.runtime.alerts import AlertState
 from services.runtime.engine import Engine
-from services.runtime.store import Changes, RuntimeStore
+from services.runtime.store import Changes, OutboxCounts, RuntimeStore
 from tests.runtime import builders as b
 
 
@@ -94,3 +99,106 @@ def test_pruned_dedupe_records_still_read_as_stored(store: RuntimeStore) -> None
     now[0] += 8 * 86400
     assert restarted.prune(now[0]) == 2 and store.sequences(key) == set()
     assert restarted.sequences == {}
+
+
+def from_node(request: pb.ReportEventsRequest, node: str) -> pb.ReportEventsRequest:
+    request.agent_id, request.node_name = f"agent-{node}", node
+    return request
+
+
+def test_an_alert_keeps_its_pods_nodes_and_latest_occurrence_across_a_restart(
+    store: RuntimeStore,
+) -> None:
+    now = [b.T0]
+    core = Engine(store, lambda: now[0], default_window=60)
+    ingest(core, 1, [b.wire_exec("/app/server"), b.wire_flow("169.254.169.254", 80)])
+    now[0] += 3600
+    later = b.batch(
+        1,
+        [
+            b.wire_exec("/app/server", pod="cart-7", at=now[0]),
+            b.wire_flow("169.254.169.254", 80, pod="cart-7", at=now[0]),
+        ],
+        session="s9",
+    )
+    core.ingest(wire.batch(from_node(later, "n9"), now[0]))
+    (alert,) = Engine(store, lambda: now[0]).alerts.by_id.values()
+    assert (alert.count, alert.origin.pod, alert.origin.node) == (2, "cart-1", "n1")
+    assert (alert.pods, alert.nodes) == (("cart-1", "cart-7"), ("n1", "n9"))
+    assert (alert.latest.pod, alert.latest.node, alert.latest.pod_uid) == (
+        "cart-7",
+        "n9",
+        "uid-cart-7",
+    )
+    assert [p.path for p in alert.latest_tree] == ["/app/server"]
+    message = render.alert(alert)
+    assert (message.workload.pod, message.node_name) == ("cart-1", "n1")
+    assert (list(message.pod_names), list(message.node_names)) == (
+        ["cart-1", "cart-7"],
+        ["n1", "n9"],
+    )
+    latest = message.latest_occurrence
+    assert (latest.pod_name, latest.node_name, latest.container_id) == (
+        "cart-7",
+        "n9",
+        "cid-cart-7",
+    )
+    assert [p.path for p in latest.process_tree] == ["/app/server"]
+
+
+def test_an_alert_row_from_before_pods_were_kept_reads_as_one_pod(store: RuntimeStore) -> None:
+    core = Engine(store, lambda: b.T0)
+    ingest(core, 1, [b.wire_flow("169.254.169.254", 80)])
+    (alert,) = core.alerts.by_id.values()
+    data = json.loads(codec.alert_row(alert)["data"])[:16]
+    old = codec.alert(json.dumps(data))
+    assert (old.pods, old.nodes, old.latest, old.latest_tree) == (
+        ("cart-1",),
+        ("n1",),
+        alert.origin,
+        alert.tree,
+    )
+
+
+def test_new_alerts_are_enqueued_for_the_webhook_with_their_batch(store: RuntimeStore) -> None:
+    outbox = RuntimeStore(store.engine, outbox=True)
+    core = Engine(outbox, lambda: b.T0)
+    ingest(core, 1, [b.wire_exec("/app/server"), b.wire_flow("169.254.169.254", 80)])
+    ingest(core, 2, [b.wire_flow("169.254.169.254", 80)])  # a repeat: not enqueued again
+    (alert,) = core.alerts.by_id.values()
+    core.set_alert_state(alert.id, AlertState.ACKNOWLEDGED, "looking")
+    (waiting,) = outbox.deliveries(10)
+    body = json.loads(waiting.payload)
+    assert waiting.alert_id == alert.id and (body["ruleId"], body["count"]) == ("R0005", 1)
+    assert outbox.outbox_counts() == OutboxCounts(0, 1, 0)
+    shell = b.wire_exec("/bin/sh", "-i", pid=300, ppid=100, stdin_kind=3)
+    ingest(core, 3, [shell])
+    restarted = RuntimeStore(store.engine, outbox=True)
+    Engine(restarted, lambda: b.T0)
+    first, *more = restarted.deliveries(10)
+    assert first == waiting and "R0007" in {json.loads(d.payload)["ruleId"] for d in more}
+    assert [d.position for d in more] == sorted(
+        d.position for d in more if d.position > first.position
+    )
+    restarted.finish_delivery(first.position, delivered=True)
+    restarted.finish_delivery(first.position, delivered=True)  # already gone: not counted
+    for delivery in more:
+        restarted.finish_delivery(delivery.position, delivered=False)
+    assert restarted.deliveries(10) == []
+    assert restarted.outbox_counts() == OutboxCounts(1, 0, len(more))
+
+
+def test_a_failed_commit_enqueues_nothing_and_no_outbox_no_rows(store: RuntimeStore) -> None:
+    key = domain.BatchKey("a", "b", "s", 1)
+    store.commit(Changes(batch=key, received=b.T0))
+    core = Engine(store, lambda: b.T0)
+    ingest(core, 1, [b.wire_flow("169.254.169.254", 80)])
+    (alert,) = core.alerts.by_id.values()
+    assert store.deliveries(10) == []  # this store has no outbox
+    outbox = RuntimeStore(store.engine, outbox=True)
+    fresh = replace(alert, id="fresh")
+    with pytest.raises(IntegrityError):
+        outbox.commit(Changes(batch=key, received=b.T0, alerts=[fresh]))
+    assert outbox.deliveries(10) == []
+    outbox.commit(Changes(alerts=[fresh]))
+    assert [d.alert_id for d in outbox.deliveries(10)] == ["fresh"]
