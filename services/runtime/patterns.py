@@ -1,6 +1,6 @@
 """Collapsing of dynamic values into patterns, so that a profile holds `/proc/*/stat` once instead
-of one entry per pid, and `/tmp/upload-*` instead of one per request. Pure and memoised; called
-by the profile builder and the rules."""
+of one entry per pid, and `/tmp/upload_*` instead of one per request. Pure and memoised; called
+by the profile builder (steps, records, profiles) and the rules."""
 
 from __future__ import annotations
 
@@ -12,32 +12,68 @@ TEMP_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
 _DIGITS = re.compile(r"^\d+$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}(-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}$")
 _HEX = re.compile(r"^[0-9a-fA-F]{16,}$")
-_TOKEN_SPLIT = re.compile(r"([-_.])")
-_RANDOM_WITH_DIGIT = re.compile(r"^(?=[A-Za-z]*\d)[A-Za-z0-9]{4,}$")
-_MIXED_CASE = re.compile(r"^(?=.*[a-z])(?=.*[A-Z])[A-Za-z0-9]{6,}$")
-_RANDOM_HINT = re.compile(r"[0-9A-Z]")
 _SPACE = re.compile(r"\s")
 _WORDS = re.compile(r"(\s+)")
 _REDIRECTED = re.compile(r"^([^A-Za-z/]+)(/.*)$")
-# A slash and a whole path segment that _dynamic_segment accepts, found in one pass over the
-# path (the leading literal slash lets the scan skip to candidates).
-_DYNAMIC_SEGMENT = re.compile(
-    r"/(?:\d+|[0-9a-fA-F]{8}(?:-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}|[0-9a-fA-F]{16,})(?=/|$)"
+_ANY_DIGIT = re.compile(r"\d")
+
+# Each alternative matches exactly the text that becomes `*`, its context in lookarounds, so that
+# one `sub` with a literal replacement does a whole path in C. A token is what starts after `/`,
+# `-`, `_` or `.` (or at the start of a relative path) and ends before one of them (or the end).
+_END = r"(?=[-_./]|$)"
+# Outside temporary directories, a match starts with a token's first character, a hex digit: the
+# regex engine skips to candidates in C instead of trying the lookarounds at every position. The
+# alternatives below say what follows that first character.
+_FIRST = r"[0-9a-fA-F](?<![^-_./].)"
+# A whole numeric segment: `/proc/1234`.
+_SEGMENT = r"(?<![^/]\d)\d*(?=/|$)"
+# A hex id of 16+ digits or a UUID, holding a digit (as every alternative here does: a path
+# without one holds nothing dynamic, _pattern's early exit).
+_ID = (
+    r"(?:(?:(?<=\d)|(?=[a-fA-F]*\d))[0-9a-fA-F]{15,}"
+    r"|(?:(?<=\d)|(?=[-_a-fA-F]{0,34}\d))"
+    r"[0-9a-fA-F]{7}(?:[-_][0-9a-fA-F]{4}){3}[-_][0-9a-fA-F]{12})" + _END
 )
+# A date (`2024-05-01`, `20240501`), with a time or not (`2024-05-01T12:30:00Z`,
+# `20240501_123000`, kubelet's `2024_05_01_12_30_00.123456789`).
+_DATE = (
+    r"(?:(?<=1)9|(?<=2)0)\d\d(?P<dash>[-_]?)(?:0[1-9]|1[0-2])(?P=dash)(?:0[1-9]|[12]\d|3[01])"
+    r"(?:[T_-]?(?:[01]\d|2[0-3])(?P<colon>[:_-]?)[0-5]\d(?:(?P=colon)[0-5]\d(?:\.\d+)?)?Z?)?"
+)
+# A date or a number of 3+ digits, but not a version: dotted (`4.1.100`, `certifi-2023.11.17`),
+# a shared library's (`libx264.so.164`, `libfoo-123.so`) or CPython's ABI tag (`cpython-311`).
+_COUNTER = (
+    rf"(?<!\.so\.\d)(?<!cpython-\d)(?:{_DATE}|(?<!\d\.\d)\d{{2,}}(?!\.\d))"
+    r"(?![^/]*\.so(?:[./]|$))" + _END
+)
+_DYNAMIC = rf"{_FIRST}(?:{_ID}|(?<=\d)(?:{_SEGMENT}|{_COUNTER}))"
+_PATH = re.compile(_DYNAMIC)
+
+# In temporary directories, the random part of a generated name whatever its alphabet, after the
+# prefix it keeps and before its suffix (`.json`, `-journal`): Python's tempfile (8 of
+# [a-z0-9_]: `tmpk3_ab9xq`, `upload_*`, `pip-install-*`), mkstemp(3) (`tmpXXXXXX`, PHP's
+# `phpXXXXXX`), mktemp(1) (`tmp.XXXXXXXXXX`), and a run of 9+ lowercase letters and digits after
+# `-` or `_`. A word of 8+ letters ending a name after `-` or `_` looks the same and collapses
+# too (`hsperfdata_postgres`): in a temporary directory, that is the price of a bounded profile.
+_TEMP_NAME = r"(?:[a-z0-9_]{8}|[A-Za-z0-9]{6})(?=[.-]|/|$)"
+_GENERATED = (
+    rf"(?<=/tmp|/php){_TEMP_NAME}"
+    r"|(?<=/tmp\.)[A-Za-z0-9]{10}(?=[.-]|/|$)"
+    r"|(?<=[-_])(?:[a-z0-9_]{8}|[a-z0-9]{9,})(?=[.-]|/|$)"
+)
+# ... and any random-looking token: one with a digit, mixed case, or of 20 characters or more,
+# unless it starts a generated name, whose prefix stays.
+_RANDOM = (
+    rf"(?<![^-_./])(?!(?<=/)(?:tmp|php){_TEMP_NAME})"
+    r"(?:(?=[A-Za-z]*\d)[A-Za-z0-9]{4,}|(?=[a-z0-9]*[A-Z])(?=[A-Z0-9]*[a-z])[A-Za-z0-9]{6,}"
+    r"|[A-Za-z0-9]{20,})" + _END
+)
+# The temporary directories' own names hold nothing that this takes.
+_TEMP_PATH = re.compile(rf"{_GENERATED}|{_DYNAMIC}|{_RANDOM}")
 
 
 def _dynamic_segment(segment: str) -> bool:
     return bool(_DIGITS.match(segment) or _UUID.match(segment) or _HEX.match(segment))
-
-
-def _collapse_temp_segment(segment: str) -> str:
-    if not _RANDOM_HINT.search(segment):  # neither pattern can match without these
-        return segment
-    parts = _TOKEN_SPLIT.split(segment)
-    for index, part in enumerate(parts):
-        if _RANDOM_WITH_DIGIT.match(part) or _MIXED_CASE.match(part):
-            parts[index] = WILDCARD
-    return "".join(parts)
 
 
 # Patterns by path. Cleared when full rather than kept in LRU order: streams of distinct paths
@@ -47,8 +83,10 @@ MEMO_SIZE = 65_536
 
 
 def collapse_path(path: str) -> str:
-    """Return the pattern of `path`: numeric ids, UUIDs and long hex ids become `*` anywhere;
-    random-looking tokens of file names in temporary directories become `*` too."""
+    """Return the pattern of `path`: numeric segments, and UUIDs, long hex ids, dates and
+    numbers of 3+ digits inside a segment become `*` anywhere (versions stay); in temporary
+    directories, the random part of a generated name becomes `*` too, its prefix and suffix
+    kept (`/tmp/tmp*.json`, `/tmp/upload_*`)."""
     found = _PATTERNS.get(path)
     if found is None:
         if len(_PATTERNS) >= MEMO_SIZE:
@@ -58,18 +96,11 @@ def collapse_path(path: str) -> str:
 
 
 def _pattern(path: str) -> str:
-    if path.startswith("/"):
-        collapsed = _DYNAMIC_SEGMENT.sub("/" + WILDCARD, path)
-    else:  # relative: its first segment counts too
-        collapsed = _DYNAMIC_SEGMENT.sub("/" + WILDCARD, "/" + path)[1:]
-    if not path.startswith(TEMP_DIRS):
-        return collapsed
-    segments = collapsed.split("/")
-    for index in range(2, len(segments)):
-        segment = segments[index]
-        if segment and segment != WILDCARD:
-            segments[index] = _collapse_temp_segment(segment)
-    return "/".join(segments)
+    if path.startswith(TEMP_DIRS):
+        return _TEMP_PATH.sub(WILDCARD, path)
+    if _ANY_DIGIT.search(path) is None:
+        return path
+    return _PATH.sub(WILDCARD, path)
 
 
 def _collapse_argument(argument: str) -> str:
