@@ -1,9 +1,11 @@
 """Streams the outbox's batches to the runtime service over the `ReportEvents` bidirectional
 stream: one thread reads acknowledgements while gRPC pulls batches from a generator; a stalled
 or broken stream is cancelled and reopened with exponential backoff, and every unacknowledged
-batch is sent again in order (the runtime deduplicates by agent, session and sequence). Each
-acknowledgement's `records_read` goes to the outbox, which packs records only for a runtime that
-reads them. The agent's main loop calls `submit`; `agent.__main__` starts and stops it."""
+batch is sent again in order (the runtime deduplicates by agent, session and sequence). A batch
+that can only be refused again (garbled, or past a size limit) is discarded with a REJECTED gap
+instead. Each acknowledgement's `records_read` goes to the outbox, which packs records only for
+a runtime that reads them. The agent's main loop calls `submit`; `agent.__main__` starts and
+stops it."""
 
 from __future__ import annotations
 
@@ -20,8 +22,25 @@ from parallax.runtime.v1 import event_pb2, runtime_service_pb2, runtime_service_
 from agent.attributed import Attributed, attributed
 from agent.metrics import AgentMetrics
 from agent.ship.outbox import Batch, DropKey, Outbox
+from servicekit.config import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
+
+
+def _refused(code: grpc.StatusCode, head: Batch) -> bool:
+    """True when a stream that ended with `code` refused `head`, the oldest batch sent, in a way
+    that sending it again would repeat: the runtime found it garbled or too big for a batch
+    (INVALID_ARGUMENT), or it is past the gRPC message limit that both sides enforce before any
+    handler runs (RESOURCE_EXHAUSTED). A RESOURCE_EXHAUSTED for a batch within the limit is the
+    peer's momentary shortage, not the batch's fault: it is sent again."""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return True
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and _oversized(head)
+
+
+def _oversized(batch: Batch) -> bool:
+    """True when `batch` is past the gRPC message limit, which no channel will carry."""
+    return batch.request.ByteSize() > MAX_MESSAGE_BYTES
 
 
 def backoff(base: float, ceiling: float, attempt: int, rng: random.Random) -> float:
@@ -102,14 +121,7 @@ class Sender:
                 if self._stopping.is_set() and self._outbox.idle:
                     return
             except grpc.RpcError as exc:
-                log.warning("event stream ended: %s", exc)
-                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # type: ignore[attr-defined]
-                    with self._changed:
-                        rejected = self._outbox.reject_oldest_sent(exc.details() or "invalid")  # type: ignore[attr-defined]
-                        self._update()
-                    if rejected is not None:
-                        log.error("runtime refused batch %d; discarded", rejected.request.sequence)
-                        acked = True  # the stream worked; the data did not: no backoff growth
+                acked = self._ended(exc)
             except ValueError:  # the channel was closed under us: nothing more can be sent
                 log.warning("channel closed with %d events unacknowledged", self._outbox.buffered)
                 return
@@ -117,6 +129,25 @@ class Sender:
             self._metrics.reconnects.inc()
             if self._stopping.wait(backoff(*self._backoff, attempt, self._rng)):
                 return
+
+    def _ended(self, exc: grpc.RpcError) -> bool:
+        """Handle a stream that ended with `exc`: a refused head batch is discarded (its events
+        counted as dropped, a REJECTED gap recording why); True when it was (the stream worked,
+        the data did not: no backoff growth)."""
+        code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
+        why = f"{code.name}: {exc.details() or 'no details'}"  # type: ignore[attr-defined]
+        with self._changed:
+            head = self._outbox.next_after(0)
+            if head is None or not head.sent or not _refused(code, head):
+                rejected = None
+            else:
+                rejected = self._outbox.reject_oldest_sent(why)
+                self._update()
+        if rejected is None:
+            log.warning("event stream ended: %s", exc)
+            return False
+        log.error("runtime refused batch %d, discarded: %s", rejected.request.sequence, why)
+        return True
 
     def _stream(self) -> bool:
         """Run one stream to its end; True when anything was acknowledged on it."""
@@ -161,6 +192,9 @@ class Sender:
             yield batch.request
 
     def _next(self, sent: int, opened: float, deadline: float) -> Batch | None:
+        """The next batch to send on this stream, waiting for one to be sealed; None to end it.
+        A batch past the message limit waits until all before it are acknowledged, so that it
+        is the oldest one sent when the transport refuses it, and it alone is discarded."""
         while True:
             now = time.monotonic()
             oldest = self._outbox.oldest_sent(opened)
@@ -171,7 +205,7 @@ class Sender:
                 return None
             self._outbox.seal(flush=self._stopping.is_set())
             batch = self._outbox.next_after(sent)
-            if batch is not None:
+            if batch is not None and (batch is self._outbox.next_after(0) or not _oversized(batch)):
                 return batch
             if now >= deadline or (self._stopping.is_set() and not self._outbox.pending):
                 return None

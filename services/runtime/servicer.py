@@ -1,5 +1,7 @@
 """The RuntimeService gRPC servicer: parses requests, calls the engine and the read-side queries
-under the engine's lock, and renders responses. Errors are domain errors mapped by servicekit."""
+under the engine's lock, and renders responses. Errors are domain errors mapped by servicekit.
+ReportEvents takes its batches as raw bytes and decodes them itself, so that a garbled one is
+refused with INVALID_ARGUMENT like any other bad batch, not INTERNAL from grpc's deserializer."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from parallax.runtime.v1 import runtime_service_pb2 as pb
 from parallax.runtime.v1 import runtime_service_pb2_grpc as pb_grpc
 from parallax.type.v1 import change_pb2
@@ -21,6 +24,7 @@ from services.runtime import queries, render, rules, wire
 from services.runtime.agentnodes import DEFAULT_AGENT_NAMESPACE, AgentNodes
 from services.runtime.alerts import AlertState
 from services.runtime.engine import Change, Engine
+from services.runtime.payloads import bad
 from services.runtime.profiles import State
 
 SERVICE_NAME = "parallax.runtime.v1.RuntimeService"
@@ -62,10 +66,12 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         # Without a node check of its own: no Kubernetes access, pod-named agents are refused.
         self.agents = agents or AgentNodes(None, engine.clock, namespace=DEFAULT_AGENT_NAMESPACE)
 
-    def ReportEvents(
-        self, request_iterator: Iterable[pb.ReportEventsRequest], context: Any
+    # Mounted with no request deserializer (see _handlers): the stream yields raw bytes.
+    def ReportEvents(  # type: ignore[override]
+        self, request_iterator: Iterable[bytes], context: Any
     ) -> Iterator[pb.ReportEventsResponse]:
-        for request in request_iterator:
+        for index, raw in enumerate(_messages(request_iterator)):
+            request = _decode(raw, index)
             _check_node(context, request, self.agents)
             batch = wire.batch(request, self.engine.clock(), self.plans)
             duplicate = self.engine.ingest(batch)
@@ -225,14 +231,73 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
 def registration(servicer: RuntimeServicer) -> serve.Registration:
     """Mount `servicer` as parallax.runtime.v1.RuntimeService: agents report events and poll
     their learning targets; everything else follows the default roles."""
+    handlers = _handlers(servicer)
+
+    def add(server: grpc.Server) -> None:
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)]
+        )
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]
+
     return serve.Registration(
         SERVICE_NAME,
-        lambda server: pb_grpc.add_RuntimeServiceServicer_to_server(servicer, server),
+        add,
         roles={
             "ReportEvents": [authz.AGENT],
             "ListLearningTargets": [authz.AGENT, authz.READER, authz.OPERATOR, authz.CORRELATOR],
         },
     )
+
+
+class _Handlers:
+    """Stands in for a server to the generated `add_*_to_server`, keeping its method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def add_generic_rpc_handlers(self, generic: Iterable[grpc.GenericRpcHandler[Any, Any]]) -> None:
+        """Ignore the generic handler: it serves the same table as the registered one."""
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        """Keep `handlers`, keyed by method name."""
+        self.handlers.update(handlers)
+
+
+def _handlers(servicer: RuntimeServicer) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    """Return the generated method handlers of `servicer`, but with ReportEvents given the
+    request bytes as they came (no deserializer): grpc's own would answer INTERNAL for a
+    message that does not decode, before any handler or interceptor could name the batch."""
+    kept = _Handlers()
+    pb_grpc.add_RuntimeServiceServicer_to_server(servicer, kept)  # type: ignore[arg-type]
+    handlers = kept.handlers
+    methods = pb.DESCRIPTOR.services_by_name["RuntimeService"].methods_by_name
+    if set(handlers) != set(methods):  # generated code that no longer registers by method name
+        raise RuntimeError(f"generated RuntimeService handlers {sorted(handlers)} are incomplete")
+    handlers["ReportEvents"] = grpc.stream_stream_rpc_method_handler(
+        servicer.ReportEvents, response_serializer=pb.ReportEventsResponse.SerializeToString
+    )
+    return handlers
+
+
+def _messages(request_iterator: Iterable[bytes]) -> Iterator[bytes]:
+    """Yield the stream's messages, ending quietly when the call ended under the handler: the
+    client cancelled, or grpc refused a message past the transport limit (the client has its
+    RESOURCE_EXHAUSTED already). Not an unexpected error to log with a traceback."""
+    try:
+        yield from request_iterator
+    except grpc.RpcError:
+        return
+
+
+def _decode(raw: bytes, index: int) -> pb.ReportEventsRequest:
+    """Decode the `index`th message (counting from 0) of a ReportEvents stream."""
+    try:
+        return pb.ReportEventsRequest.FromString(raw)
+    except DecodeError as error:
+        where = f"batch {index} of this stream (counting from 0)"
+        raise bad(where, f"{len(raw)} bytes that are no ReportEventsRequest ({error})") from None
 
 
 def _check_node(context: Any, request: pb.ReportEventsRequest, agents: AgentNodes) -> None:

@@ -1,7 +1,8 @@
 """Shipping: the outbox's batching, sequencing, acknowledgement and counted overflow as pure
 logic; the sender against a stalled runtime process; and against the real runtime service,
 batches acknowledged and, across a kill -9 and restart of the runtime, no acknowledged event
-lost and none counted twice."""
+lost and none counted twice; a batch refused as invalid or past the message limit discarded with
+a REJECTED gap, a momentary RESOURCE_EXHAUSTED answered by sending again."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -24,6 +28,7 @@ from agent.metrics import AgentMetrics
 from agent.ship.outbox import Outbox
 from agent.ship.sender import Sender, backoff
 from servicekit.channels import connect
+from servicekit.config import MAX_MESSAGE_BYTES
 from tests.processes import read_until
 
 TIMEOUT = 20.0
@@ -73,7 +78,7 @@ def test_batches_bounded_in_size_and_latency_numbered_from_one() -> None:
     assert sizes == [1000, 1000, 500]
     assert [b.request.sequence for b in (first, second, third)] == [1, 2, 3]
     assert all(b.request.session_id == "s1" for b in (first, second, third))
-    assert outbox.due_in() is None
+    assert outbox.due_in() == pytest.approx(59.8)  # then only the minute's heartbeat
 
 
 def test_unacked_batches_resent_in_order_and_acks_counted_once() -> None:
@@ -144,6 +149,23 @@ def test_kernel_drop_counters_travel_when_changed_and_every_minute() -> None:
     clock.now += 60.05
     again = outbox.seal()
     assert again is not None and again.request.drop_counters[0].dropped_total == 3
+
+
+def test_an_idle_agent_still_reports_every_minute() -> None:
+    """Counters double as heartbeats: with no event and no drop, a batch still goes out each
+    counter_interval (the runtime counts only watched time towards learning windows), and one
+    waits for the previous to be acknowledged."""
+    clock = Clock()
+    outbox = Outbox(header(), counter_interval=60.0, clock=clock)
+    assert outbox.seal() is None and outbox.due_in() == pytest.approx(60.0)
+    clock.now += 60.0
+    beat = outbox.seal()
+    assert beat is not None and beat.size == 0 and not beat.request.events
+    clock.now += 60.0
+    assert outbox.seal() is None  # the previous heartbeat is not acknowledged yet
+    outbox.ack(beat.request.sequence)
+    again = outbox.seal()
+    assert again is not None and again.request.sequence == beat.request.sequence + 1
 
 
 @pytest.mark.parametrize("attempt", range(8))
@@ -326,3 +348,86 @@ def test_batch_the_runtime_refuses_is_discarded_with_a_gap_not_resent_forever(
     assert any(
         g.reason == blind_spot_pb2.GAP_REASON_REJECTED and "refused" in g.detail for g in gaps
     )
+
+
+def rejected_gaps(address: str) -> list[blind_spot_pb2.EventGap]:
+    with connect(address) as channel:
+        nodes = pb_grpc.RuntimeServiceStub(channel).ListNodes(
+            runtime_service_pb2.ListNodesRequest(), timeout=5
+        )
+    return [
+        g for n in nodes.nodes for g in n.gaps if g.reason == blind_spot_pb2.GAP_REASON_REJECTED
+    ]
+
+
+def unlimited(address: str) -> grpc.Channel:
+    """A channel that sends messages of any size, leaving the limit to the runtime."""
+    return grpc.insecure_channel(address, options=[("grpc.max_send_message_length", -1)])
+
+
+@pytest.mark.parametrize("channel_of", [connect, unlimited], ids=["agent-limit", "runtime-limit"])
+def test_batch_past_the_message_limit_is_discarded_with_a_gap_not_resent_forever(
+    ingest: Runtime, channel_of: Any
+) -> None:
+    metrics = AgentMetrics()
+    outbox = Outbox(header(), batch_events=10, batch_latency=0.01, buffer_events=10_000)
+    (huge,) = events(1, start=100)
+    huge.exec.argv.append("x" * MAX_MESSAGE_BYTES)  # one event no gRPC channel carries
+    with channel_of(ingest.address) as channel:
+        sender = Sender(outbox, channel, metrics)
+        sender.start()
+        sender.submit([*events(10), huge])  # batch 1 acknowledged, batch 2 refused as a whole
+        assert sender.wait_idle(TIMEOUT)
+        sender.submit(events(10, start=10))  # batch 3 carries the REJECTED gap and is accepted
+        assert sender.wait_idle(TIMEOUT)
+        assert sender.stop(grace=5)
+    assert events_received(ingest.address) == 20
+    assert metrics.value("parallax_agent_stream_reconnects_total") == 1  # refused once, no loop
+    dropped = metrics.value(
+        "parallax_agent_dropped_events_total", type="exec", source="agent_buffer"
+    )
+    assert dropped == 1
+    (gap,) = rejected_gaps(ingest.address)
+    assert gap.detail.startswith("batch 2 (1 events) refused by the runtime: RESOURCE_EXHAUSTED")
+
+
+class Busy(pb_grpc.RuntimeServiceServicer):
+    """A runtime that is short of resources on its first ReportEvents stream, then acknowledges
+    every batch it is sent."""
+
+    def __init__(self) -> None:
+        self.sequences: list[int] = []
+        self._lock = threading.Lock()
+        self._streams = 0
+
+    def ReportEvents(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
+        with self._lock:
+            self._streams += 1
+            first = self._streams == 1
+        for request in request_iterator:
+            if first:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "busy; try again later")
+            self.sequences.append(request.sequence)
+            yield runtime_service_pb2.ReportEventsResponse(acknowledged_sequence=request.sequence)
+
+
+def test_resource_exhausted_for_a_batch_within_the_limit_is_sent_again() -> None:
+    busy = Busy()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_RuntimeServiceServicer_to_server(busy, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    metrics = AgentMetrics()
+    outbox = Outbox(header(), batch_events=10, batch_latency=0.01, buffer_events=10_000)
+    try:
+        with connect(f"127.0.0.1:{port}") as channel:
+            sender = Sender(outbox, channel, metrics, backoff_range=(0.01, 0.05))
+            sender.start()
+            sender.submit(events(10))
+            assert sender.wait_idle(TIMEOUT)
+            assert sender.stop(grace=5)
+    finally:
+        server.stop(0)
+    assert busy.sequences == [1]
+    assert metrics.value("parallax_agent_batches_resent_total") == 1
+    assert not outbox.drops()

@@ -1,10 +1,13 @@
 """RuntimeService through a real stub to a real server on port 0 with the real interceptor
-chain: ingest acks and duplicates, garbled batches, profiles, learning targets, alerts with
-WatchAlerts, rules, nodes, and the status codes of bad requests."""
+chain: ingest acks and duplicates, garbled batches (also as raw bytes that do not decode, or past
+the batch and transport size limits), profiles, learning targets, alerts with WatchAlerts,
+rules, nodes, and the status codes of bad requests."""
 
 from __future__ import annotations
 
+import logging
 import queue
+import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,17 +15,24 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from parallax.runtime.v1 import alert_pb2, profile_pb2, workload_pb2
 from parallax.runtime.v1 import runtime_service_pb2 as pb
 from parallax.runtime.v1 import runtime_service_pb2_grpc as pb_grpc
 from parallax.type.v1 import change_pb2, severity_pb2
 from parallax.type.v1 import workload_pb2 as ref_pb2
 
+from servicekit import serve
 from servicekit.channels import connect
+from servicekit.config import MAX_MESSAGE_BYTES
+from services.runtime.domain import MAX_BATCH_BYTES
+from tests.processes import eventually
 from tests.runtime import builders as b
 from tests.runtime.server import Clock, runtime_server
 
 CART = ref_pb2.WorkloadRef(namespace="shop", kind="Deployment", name="cart", container="cart")
+REPORT_EVENTS = "/parallax.runtime.v1.RuntimeService/ReportEvents"
 
 
 @pytest.fixture
@@ -31,11 +41,24 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def stub(tmp_path: Path, clock: Clock) -> Iterator[pb_grpc.RuntimeServiceStub]:
-    with runtime_server(tmp_path, clock) as (running, _):
-        channel = connect(running.address, timeout=10)
-        yield pb_grpc.RuntimeServiceStub(channel)
-        channel.close()
+def running(tmp_path: Path, clock: Clock) -> Iterator[serve.RunningServer]:
+    with runtime_server(tmp_path, clock) as (server, _):
+        yield server
+
+
+@pytest.fixture
+def stub(running: serve.RunningServer) -> Iterator[pb_grpc.RuntimeServiceStub]:
+    channel = connect(running.address, timeout=10)
+    yield pb_grpc.RuntimeServiceStub(channel)
+    channel.close()
+
+
+@pytest.fixture
+def exporter(running: serve.RunningServer) -> InMemorySpanExporter:
+    """The finished spans of the running server's own tracer provider."""
+    found = InMemorySpanExporter()
+    running.tracer_provider.add_span_processor(SimpleSpanProcessor(found))
+    return found
 
 
 def report(
@@ -75,6 +98,92 @@ def test_garbled_batch_ends_the_stream_with_invalid_argument(
     assert "events[1].network_flow" in caught.value.details()  # type: ignore[attr-defined]
     nodes = stub.ListNodes(pb.ListNodesRequest(), timeout=5).nodes
     assert nodes[0].last_acknowledged_sequence == 1 and nodes[0].events_received == 1
+
+
+def send_raw(address: str, *messages: bytes) -> tuple[list[int], grpc.RpcError | None]:
+    """Send `messages` as they are on one ReportEvents stream, through a channel without a
+    serializer or a send limit of its own; return the acknowledged sequences and the error
+    that ended the stream, if any."""
+    acked: list[int] = []
+    options = [("grpc.max_send_message_length", -1)]
+    with grpc.insecure_channel(address, options=options) as channel:
+        call = channel.stream_stream(
+            REPORT_EVENTS, response_deserializer=pb.ReportEventsResponse.FromString
+        )
+        try:
+            for response in call(iter(messages), timeout=30):
+                acked.append(response.acknowledged_sequence)
+        except grpc.RpcError as error:
+            return acked, error
+    return acked, None
+
+
+def bad_bytes(kind: str) -> bytes:
+    """A second batch for node n1 that the runtime must refuse, as `kind` says."""
+    request = b.batch(2, [b.wire_exec("/app/server"), b.wire_open("/etc/app.conf")])
+    whole = request.SerializeToString()
+    if kind == "random-bytes":
+        return random.Random(2).randbytes(len(whole))
+    if kind == "truncated":
+        return whole[: len(whole) // 2]
+    request.agent_version = "v" * (
+        MAX_BATCH_BYTES if kind == "past-batch-limit" else MAX_MESSAGE_BYTES
+    )
+    return request.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "says"),
+    [
+        ("random-bytes", grpc.StatusCode.INVALID_ARGUMENT, "batch 0 of this stream"),
+        ("truncated", grpc.StatusCode.INVALID_ARGUMENT, "are no ReportEventsRequest"),
+        ("past-batch-limit", grpc.StatusCode.INVALID_ARGUMENT, f"the limit is {MAX_BATCH_BYTES}"),
+        ("past-transport-limit", grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max"),
+    ],
+    ids=["random-bytes", "truncated", "past-batch-limit", "past-transport-limit"],
+)
+def test_bad_batch_bytes_are_refused_and_change_nothing(
+    running: serve.RunningServer,
+    stub: pb_grpc.RuntimeServiceStub,
+    exporter: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+    status: grpc.StatusCode,
+    says: str,
+) -> None:
+    first = b.batch(1, [b.wire_exec("/app/server")]).SerializeToString()
+    assert send_raw(running.address, first) == ([1], None)
+    before = stub.ListNodes(pb.ListNodesRequest(), timeout=5)
+    acked, error = send_raw(running.address, bad_bytes(kind))
+    assert acked == [] and error is not None
+    assert error.code() == status, error  # type: ignore[attr-defined]
+    assert says in error.details()  # type: ignore[attr-defined]
+    assert stub.ListNodes(pb.ListNodesRequest(), timeout=5) == before
+    eventually(lambda: streams_ended(exporter, 2), timeout=10)  # the handler is done
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # the caller's fault
+
+
+def streams_ended(exporter: InMemorySpanExporter, count: int) -> bool | None:
+    ended = [s for s in exporter.get_finished_spans() if s.name == REPORT_EVENTS]
+    return True if len(ended) >= count else None
+
+
+def test_undecodable_batch_named_by_its_place_in_the_stream_and_traced(
+    running: serve.RunningServer,
+    stub: pb_grpc.RuntimeServiceStub,
+    exporter: InMemorySpanExporter,
+) -> None:
+    first = b.batch(1, [b.wire_exec("/app/server")]).SerializeToString()
+    acked, error = send_raw(running.address, first, bad_bytes("truncated"))
+    assert acked == [1] and error is not None
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    details = error.details()  # type: ignore[attr-defined]
+    assert details.startswith("batch rejected, nothing stored: batch 1 of this stream"), details
+    (node,) = stub.ListNodes(pb.ListNodesRequest(), timeout=5).nodes
+    assert node.last_acknowledged_sequence == 1 and node.events_received == 1
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == REPORT_EVENTS]
+    assert span.attributes is not None
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
 def test_profile_lookup_errors(stub: pb_grpc.RuntimeServiceStub) -> None:
