@@ -85,8 +85,11 @@ class Settings:
             pod_registry=Path(text(env, "PARALLAX_POD_REGISTRY", "/run/parallax/pods")),
             log_level=text(env, "PARALLAX_LOG_LEVEL", "INFO").upper(),
             grace_seconds=number(env, "PARALLAX_GRACE_SECONDS", 5.0, low=0.0, high=300.0),
-            # Learn every new container's syscalls from its cgroup's creation, so profiles see
-            # the start; costs the sys_enter tax while on (bench/agent_overhead.py).
+            # Learn each new container's syscalls provisionally from its cgroup's creation, so
+            # the profile of a learning workload includes its start-up; the set is kept only if
+            # the runtime lists the container as a learning target (agent.probes.control). The
+            # sys_enter tax (bench/agent_overhead.py) is paid only while some workload is in its
+            # learning window or a new container awaits the runtime's answer.
             learn_new=text(env, "PARALLAX_LEARN_NEW", "true").lower() == "true",
             # How often learning cgroups' syscall sets (and de-duplicated counts) are reported;
             # a learning window must be longer than this to see the last report.

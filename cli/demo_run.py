@@ -97,6 +97,7 @@ class Run:
         self.channels: dict[str, grpc.Channel] = {}
         self.agent: subprocess.Popen[bytes] | None = None
         self.agent_ready = threading.Event()
+        self.learning_open = threading.Event()
         self.registry = data / "pods"  # the pod registry this demo's agent reads
 
     def say(self, line: str) -> None:
@@ -203,6 +204,8 @@ class Run:
                 log.flush()
                 if b"agent ready" in line:
                     self.agent_ready.set()
+                if b"a workload is in its learning window" in line:
+                    self.learning_open.set()
         stream.close()
 
     def wait_agent(self) -> None:
@@ -219,6 +222,14 @@ class Run:
                 )
             deadline.wait(0.25)
         raise TimeoutError("the agent did not attach its probes in time; see logs/agent.log")
+
+    def wait_learning(self) -> None:
+        """Block until the agent has taken up the learning targets (it polls the runtime every
+        agent.learning.POLL_SECONDS), so that pods started next are learned from their first
+        syscall and their profiles see the start."""
+        if not self.learning_open.wait(AGENT_READY_SECONDS):
+            raise TimeoutError("the agent did not open a learning window; see logs/agent.log")
+        self.say("the agent took up the learning targets: new containers are learned from start")
 
     def collect(self) -> Report:
         """The report from the services, for the shop namespace."""

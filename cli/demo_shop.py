@@ -140,6 +140,7 @@ class Shop:
                 workload=ref(name), enabled=True, learning_window=window
             )
             self.run.runtime.SetLearning(request, timeout=30)
+        self.run.wait_learning()
         for name in NAMES:  # upstreams first: each pod is told its upstream's address
             log = (self.logs / f"{name}.log").open("ab")
             pod = self.node.start_pod("shop", self._spec(name), log)

@@ -1,12 +1,30 @@
 """The kernel side as the agent's main loop sees it (`agent.__main__.KernelSource`): one loaded
 BPF object with every event group attached, container cgroups tracked (those present at start
-and those created later under the Kubernetes and local-pod prefixes), the ring buffer drained
-into a queue (one list per drain, packable events in compact form: agent.compact), and each
-learning cgroup's cumulative syscall set and the hit counts of de-duplicated events reported
-every few seconds and at the cgroup's removal."""
+and those created later, see below), the ring buffer drained into a queue (one list per drain,
+packable events in compact form: agent.compact), and each claimed learning cgroup's cumulative
+syscall set and the hit counts of de-duplicated events reported every few seconds and at the
+cgroup's removal.
+
+Which new cgroups are tracked: the kernel checks each cgroup_mkdir path (agent/probes/syscalls.c)
+for a segment containing `kubepods`, the root kubelet gives pods under the systemd and cgroupfs
+drivers alike, wherever the node's own cgroup sits: `/kubepods/...`, `/kubepods.slice/...`,
+kind's `/kubelet.slice/kubelet-kubepods.slice/...`, and a node nested in Docker
+(`/system.slice/docker-<id>.scope/kubepods/...`). It is the test agent.attribution.paths
+applies to attribute a cgroup, so every cgroup attribution can name is tracked from its creation,
+with no prefix to configure or to derive from the cgroups present at start (a kubelet started
+later, or a first pod, would be missed), and all its descendants (containers' own sub-cgroups)
+with it. `parallax run`'s local pods are tracked by the `/parallax/` prefix. A cgroup a rule
+matches but the kernel cannot keep (a full map) is counted and reported as a map-full drop.
+
+Syscall learning follows agent.learning's targets (see agent.probes.control): with `learn_new`,
+a new container's cgroup is learned provisionally from its mkdir, so its start-up is in its set
+if its workload turns out to be a learning target; its set is reported only once a target
+claims it, and dropped otherwise."""
 
 from __future__ import annotations
 
+import logging
+import os
 import queue
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -18,17 +36,21 @@ from parallax.runtime.v1 import blind_spot_pb2
 from parallax.runtime.v1 import event_pb2 as pb
 
 from agent.attributed import Item
+from agent.attribution import paths
 from agent.compact import decode_compact
 from agent.decode import ARCH, CgroupChange, dns_transaction, syscall_name
 from agent.probes.consumer import Consumer
-from agent.probes.control import Control, Mode, SyscallSetRead
+from agent.probes.control import Control, SyscallSetRead
 from agent.probes.counts import CountReport
 from agent.probes.dnspairs import DnsPairs
 from agent.probes.loader import EVENT_GROUPS, Loader
 
-# cgroup_mkdir paths (relative to the v2 root) whose new cgroups are tracked from creation:
-# kubelet's (both cgroup drivers) and `parallax run`'s local pods.
-PREFIXES = ("/kubepods", "/parallax/")
+# cgroup_mkdir path prefixes (relative to the v2 root) whose new cgroups are tracked from
+# creation besides kubelet's (any path with a `kubepods` segment): `parallax run`'s local pods.
+PREFIXES = ("/parallax/",)
+log = logging.getLogger(__name__)
+# The kernel's copy of a cgroup_mkdir path, NUL included (agent/probes/syscalls.c).
+PATH_BYTES = 256
 MAX_READ = 20_000
 # Records drained from the ring but not yet read: beyond this the consumer leaves them in the
 # ring (bounded kernel memory, counted drops) rather than in the agent's heap.
@@ -56,6 +78,7 @@ class KernelSource:
         report_every: float = 5.0,
     ) -> None:
         self.loader = Loader(cgroup_root)
+        self.cgroup_root = cgroup_root
         self.control = Control(self.loader)
         self.counts = CountReport(self.control)
         self.dns = DnsPairs()
@@ -63,8 +86,8 @@ class KernelSource:
         self._pending: list[Item] = []  # this drain's events, touched by the consumer only
         self._queued = 0  # events ever queued, written by the consumer thread only
         self._taken = 0  # events ever read, written by `read` only
-        self._created: set[int] = set()
         self._report_every, self._last_report = report_every, time.monotonic()
+        self.control.arm_kube(learn=learn_new)
         for prefix in PREFIXES:
             self.control.arm_prefix(prefix, learn=learn_new)
         for cgroup_id, path in existing:
@@ -86,8 +109,22 @@ class KernelSource:
             else:
                 self._pending.append(record)
         elif record is not None:  # a cgroup change, queued at its place among the events
+            if record.created:  # at once, here: sys_enter must be on before its first task
+                record = whole_path(self.cgroup_root, record)
+                self._adopt(record)
             self._drained()
             self._records.put(record)
+
+    def _adopt(self, change: CgroupChange) -> None:
+        where = self.cgroup_root / change.path.lstrip("/")
+        try:
+            self.control.adopt(change.cgroup_id, where, learns(change.path))
+        except Exception:  # the change itself must still reach attribution
+            log.exception(
+                "cgroup %s was not set up for learning; its syscalls are learned once a "
+                "learning target lists it",
+                change.path,
+            )
 
     def _drained(self) -> None:
         if self._pending:
@@ -125,24 +162,20 @@ class KernelSource:
         return out
 
     def _file(self, change: CgroupChange, out: Read) -> None:
-        if change.created:
-            self._created.add(change.cgroup_id)
-        else:
+        if not change.created:
             out.events.extend(self.syscall_sets({change.cgroup_id}))
             out.events.extend(self.counts.report({change.cgroup_id}))
             self.control.forget(change.cgroup_id)
             self.counts.forget(change.cgroup_id)
-            self._created.discard(change.cgroup_id)
         out.cgroups.append(change)
 
     def syscall_sets(self, only: set[int] | None = None) -> list[pb.Event]:
-        """One SyscallSet event per learning cgroup (cumulative since its learning began)."""
+        """One SyscallSet event per claimed learning cgroup (cumulative since its learning
+        began), and the last set of each learning that ended."""
         now = Timestamp()
         now.GetCurrentTime()
         return [
-            self._syscall_event(read, now)
-            for cgroup_id, read in self.control.syscall_sets().items()
-            if read.mode == Mode.LEARN and read.numbers and (only is None or cgroup_id in only)
+            self._syscall_event(read, now) for read in self.control.reports(only) if read.numbers
         ]
 
     def _syscall_event(self, read: SyscallSetRead, now: Timestamp) -> pb.Event:
@@ -151,18 +184,57 @@ class KernelSource:
         event.syscall_set.arch = ARCH
         event.syscall_set.syscall_numbers.extend(numbers)
         event.syscall_set.syscall_names.extend(syscall_name(n) for n in numbers)
-        event.syscall_set.start_observed = read.cgroup_id in self._created
+        event.syscall_set.start_observed = read.start_seen
         event.syscall_set.runtime_startup_syscall_numbers.extend(sorted(read.startup_only))
         event.syscall_set.period_end_time.CopyFrom(now)
         return event
 
     def drops(self) -> Mapping[tuple[int, int], int]:
-        """Cumulative ring-buffer drops by (EventType, DropSource); kernel type numbers are the
-        contract's EventType values."""
+        """Cumulative drops by (EventType, DropSource): the ring buffer's (kernel type numbers
+        are the contract's EventType values), cgroups kept out by a full map, and records the
+        agent could not decode."""
         ring = blind_spot_pb2.DROP_SOURCE_RING_BUFFER
-        return {(kind, ring): n for kind, n in self.control.drops().items()}
+        out: dict[tuple[int, int], int] = {
+            (kind, ring): n for kind, n in self.control.drops().items()
+        }
+        # Cgroups a tracking rule matched that a full map kept out, counted as at least one lost
+        # event each: all of an untracked cgroup's types, a not-learned one's syscall set.
+        full, losses = blind_spot_pb2.DROP_SOURCE_MAP_FULL, self.control.losses()
+        if losses.untracked:
+            out[(pb.EVENT_TYPE_UNSPECIFIED, full)] = losses.untracked
+        if losses.unlearned:
+            out[(pb.EVENT_TYPE_SYSCALL_SET, full)] = losses.unlearned
+        decode = blind_spot_pb2.DROP_SOURCE_DECODE
+        for kind, n in self.consumer.lost().items():  # records the agent could not read
+            out[(kind, decode)] = n
+        return out
 
     def close(self) -> None:
         """Stop consuming and detach every program."""
         self.consumer.close()
         self.loader.close()
+
+
+def learns(path: str) -> bool:
+    """Whether the cgroup at `path` is a container's (or a local pod's), the only cgroups whose
+    syscalls are learned; pod and QoS slices and a local pod's namespace directory are not."""
+    ref = paths.parse(path)
+    return isinstance(ref, paths.LocalRef) or (ref is not None and bool(ref.container_id))
+
+
+def whole_path(root: Path, change: CgroupChange) -> CgroupChange:
+    """`change` with its whole path when the kernel's copy was cut at PATH_BYTES (kind nested in
+    Docker gives ~320 bytes): found by the cgroup's inode in its parent directory, when the cut
+    fell in the last segment. Otherwise `change` as it is."""
+    if len(change.path.encode()) < PATH_BYTES - 1:
+        return change
+    parent = (root / change.path.lstrip("/")).parent
+    try:
+        with os.scandir(parent) as entries:
+            for entry in entries:
+                if entry.inode() == change.cgroup_id and entry.is_dir(follow_symlinks=False):
+                    path = "/" + os.path.relpath(entry.path, root)
+                    return CgroupChange(change.cgroup_id, path, change.created)
+    except OSError:  # the cut fell in a parent, or the cgroup is gone already
+        pass
+    return change

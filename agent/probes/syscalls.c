@@ -1,6 +1,15 @@
 /* Per-cgroup syscall sets, aggregated in the kernel, only for cgroups in the `learning` map.
  * Syscalls before the cgroup's first exec (the container runtime's start-up) go to `pre`, later
- * ones to `post`. In monitor mode `post` holds the learned set and only deviations are emitted. */
+ * ones to `post`. In monitor mode `post` holds the learned set and only deviations are emitted.
+ *
+ * Which cgroups are tracked from their creation (cgroup_mkdir, before their first process runs):
+ * any path with a segment containing `kubepods`, which kubelet's cgroup root always has whatever
+ * the driver and wherever the node runs (`/kubepods/...` under cgroupfs, `/kubepods.slice/...`
+ * under systemd, `/kubelet.slice/kubelet-kubepods.slice/...` in kind, `/system.slice/docker-<id>
+ * .scope/kubepods/...` nested in Docker), the same test agent.attribution.paths needs to
+ * attribute a cgroup; and paths starting with an armed prefix (local pods). The tracepoint
+ * carries no parent id, so "child of a tracked cgroup" cannot be asked here; the segment rule
+ * covers every descendant of a pod anyway. */
 #define MODE_LEARN 1
 #define MODE_MONITOR 2
 #define NR_MAX 512
@@ -8,6 +17,8 @@
 struct cgstate {
     u32 mode;
     u32 execd;
+    u32 start; /* 1: made at the cgroup's mkdir while sys_enter was attached: start-up seen */
+    u32 pad;
     u8 pre[NR_MAX];
     u8 post[NR_MAX];
 };
@@ -89,8 +100,8 @@ struct cgroup_args {
     u32 path_loc;
 };
 
-/* Cgroup paths (relative to the v2 root) whose new children are tracked and learned at mkdir,
- * before their first process runs. */
+/* Cgroup paths (relative to the v2 root) whose new children are tracked (and with `learn`,
+ * learned) at mkdir, before their first process runs. */
 #define PREFIX_MAX 64
 struct prefix {
     u32 used;
@@ -100,10 +111,37 @@ struct prefix {
 };
 BPF_ARRAY(prefixes, struct prefix, 4);
 
+/* Set by agent.probes.control: the `kubepods` rule, and whether sys_enter is attached now. */
+struct rule_set {
+    u32 kube;        /* track new cgroups with a `kubepods` path segment */
+    u32 kube_learn;  /* and learn them from their mkdir */
+    u32 syscalls_on; /* sys_enter is attached: an entry made now sees the start-up */
+    u32 pad;
+};
+BPF_ARRAY(cgroup_rules, struct rule_set, 1);
+
+/* Cgroups a rule matched but the kernel could not keep: 0 not tracked (`tracked` full), 1 not
+ * learned (`learning` full). Reported by the agent as map-full drops, never silent. */
+#define LOSS_TRACK 0
+#define LOSS_LEARN 1
+BPF_PERCPU_ARRAY(cgroup_losses, u64, 2);
+
+#define PATH_BYTES 256
 struct cgroup_event {
     struct hdr h;
-    char path[256];
+    char path[PATH_BYTES];
 };
+
+struct path_buf {
+    char s[PATH_BYTES];
+};
+BPF_PERCPU_ARRAY(path_scratch, struct path_buf, 1);
+
+static __always_inline void count_loss(u32 what) {
+    u64 *c = cgroup_losses.lookup(&what);
+    if (c)
+        (*c)++;
+}
 
 static __always_inline int prefix_match(struct prefix *p, const char *path) {
     u8 diff = 0;
@@ -124,31 +162,72 @@ static __always_inline struct prefix *matching_prefix(const char *path) {
     return 0;
 }
 
+/* "kubepods" as the last 8 bytes read, most recent byte lowest. */
+#define KUBEPODS 0x6b756265706f6473ULL
+
+static __always_inline int has_kubepods(const char *path) {
+    u64 window = 0;
+    for (int i = 0; i < PATH_BYTES; i++) {
+        u8 c = path[i];
+        if (c == 0)
+            return 0;
+        window = (window << 8) | c;
+        if (window == KUBEPODS)
+            return 1;
+    }
+    return 0;
+}
+
+/* Starts learning a new cgroup: a zeroed LEARN entry, marked as having seen the start when
+ * sys_enter is attached now (else user space decides from the cgroup's CPU time). */
+static __always_inline void learn_new(u64 cgid, struct rule_set *r) {
+    int zero = 0;
+    struct cgstate *init = zero_state.lookup(&zero);
+    if (!init)
+        return;
+    if (learning.update(&cgid, init)) {
+        count_loss(LOSS_LEARN);
+        return;
+    }
+    struct cgstate *s = learning.lookup(&cgid);
+    if (s && r)
+        s->start = r->syscalls_on;
+    int slot_idx = cgid & (FILTER_SLOTS - 1);
+    u8 on = 1;
+    learn_filter.update(&slot_idx, &on);
+}
+
 int on_cgroup_mkdir(struct cgroup_args *args) {
     if (args->root != CGROUP2_ROOT)
         return 0;
+    int zero = 0;
+    struct path_buf *buf = path_scratch.lookup(&zero);
+    if (!buf)
+        return 0;
+    bpf_probe_read_kernel_str(buf->s, sizeof(buf->s), (char *)args + (args->path_loc & 0xFFFF));
+    struct rule_set *r = cgroup_rules.lookup(&zero);
+    struct prefix *p = matching_prefix(buf->s);
+    u32 learn = 0;
+    if (p)
+        learn = p->learn;
+    else if (r && r->kube && has_kubepods(buf->s))
+        learn = r->kube_learn;
+    else
+        return 0;
+    u64 cgid = args->id;
+    u32 flags = 1;
+    if (tracked.update(&cgid, &flags)) {
+        count_loss(LOSS_TRACK);
+        return 0;
+    }
+    if (learn)
+        learn_new(cgid, r);
     struct cgroup_event *e = events.ringbuf_reserve(sizeof(*e));
     if (!e) {
         count_drop(EV_CGROUP_MKDIR);
         return 0;
     }
-    bpf_probe_read_kernel_str(e->path, sizeof(e->path), (char *)args + (args->path_loc & 0xFFFF));
-    struct prefix *p = matching_prefix(e->path);
-    if (!p) {
-        events.ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-        return 0;
-    }
-    u64 cgid = args->id;
-    u32 flags = 1;
-    tracked.update(&cgid, &flags);
-    int zero = 0;
-    struct cgstate *init = zero_state.lookup(&zero);
-    int slot_idx = cgid & (FILTER_SLOTS - 1);
-    u8 on = 1;
-    if (p->learn && init) {
-        learning.insert(&cgid, init);
-        learn_filter.update(&slot_idx, &on);
-    }
+    __builtin_memcpy(e->path, buf->s, sizeof(e->path));
     fill_hdr(&e->h, EV_CGROUP_MKDIR, cgid);
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     return 0;

@@ -96,9 +96,14 @@ class Profile:
     def replica(self, origin: domain.Origin, event: domain.Event) -> Replica:
         """Return the replica of `origin`, registering it (and its start verdict) when new."""
         found = self.replicas.get(origin.pod_uid)
-        if found is None:
+        if found is None or found.cgroup_id != origin.cgroup_id:
+            # A new pod, or its container restarted in a new cgroup: that one is what agents
+            # are told to learn or monitor. A start observed before stays observed.
+            previous = found
             found = self.replicas[origin.pod_uid] = Replica(origin)
             found.observe_first(event)
+            if previous is not None and previous.start_observed and not found.start_observed:
+                found.start_observed, found.reason = True, previous.reason
             self.changed = True
         elif isinstance(event.payload, domain.SyscallSet):
             found.note_syscall_set(event.payload)

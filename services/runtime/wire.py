@@ -43,7 +43,7 @@ def _counters(request: pb.ReportEventsRequest, unattributed: Counts) -> Counts:
     drops: Counts = {}
     for i, d in enumerate(request.drop_counters):
         with _at(f"drop_counters[{i}]"):
-            key = (enum(d.event_type, 10), enum(d.source, 3))
+            key = (enum(d.event_type, 10), enum(d.source, 4))
             drops[key] = max(drops.get(key, 0), count(d.dropped_total))
     declared: Counts = {}
     for i, u in enumerate(request.unattributed_counts):

@@ -265,3 +265,13 @@ def test_the_agents_cgroup_verdict_beats_a_first_exec(core: Engine, clock: Clock
     profile = core.current[(b.CART, "cart")]
     assert profile.state is State.PARTIAL
     assert "cgroup existed before the agent watched node n1" in profile.reason
+
+
+def test_a_container_restarted_in_a_new_cgroup_is_the_one_agents_watch(core: Engine) -> None:
+    ingest(core, b.batch(1, [b.wire_exec("/app/server")]))
+    restarted = b.wire_exec("/app/server", pid=300)
+    restarted.cgroup_id = 2000  # same pod, its container restarted
+    ingest(core, b.batch(2, [restarted]))
+    profile = core.current[(b.CART, "cart")]
+    (replica,) = profile.replicas.values()
+    assert replica.cgroup_id == 2000 and replica.start_observed
