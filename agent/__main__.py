@@ -1,6 +1,9 @@
 """Composition root of the node agent, `python -m agent`: the node self-check, then kernel source
 → attribution → shipper, with pod metadata from the API server, learning targets from the
-runtime, metrics over HTTP and a graceful stop on SIGTERM."""
+runtime, metrics over HTTP and a graceful stop on SIGTERM: the probes are detached, what the
+kernel, the attributor and the DNS pairing still hold is read, attributed and handed to the
+shipper with the final syscall sets and counts, and what the runtime does not acknowledge within
+the grace period is counted as lost."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import os
 import platform
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +25,7 @@ from parallax.runtime.v1.runtime_service_pb2_grpc import RuntimeServiceStub
 from parallax.type.v1 import platform_pb2
 
 from agent import check
-from agent.attributed import Item
+from agent.attributed import Attributed, Item
 from agent.attribution import kube, paths
 from agent.attribution.attributor import Attributor
 from agent.attribution.pods import PodIndex
@@ -95,7 +99,7 @@ def pump(
         read = source.read(poll)
         for change in read.cgroups:
             if change.created:
-                attributor.learn(change.cgroup_id, change.path)
+                attributor.learn(change.cgroup_id, change.path, created=True)
         ready = attributor.attribute(read.events)
         ready.extend(attributor.tick())
         sender.submit(ready)
@@ -103,12 +107,70 @@ def pump(
         metrics.held.set(attributor.held)
 
 
-def header(settings: Settings) -> runtime_service_pb2.ReportEventsRequest:
-    """The fields every batch of this session repeats."""
+class Clock:
+    """time.monotonic that can be moved ahead: at the stop, the attributor's holds all end."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.ahead
+
+
+# Reads of the last pass at most: bounded even if something attached a probe again meanwhile.
+FINAL_READS = 100
+
+
+def finish(
+    source: KernelSource, attributor: Attributor, clock: Clock, hold_seconds: float
+) -> Attributed:
+    """The graceful stop's last pass: detach every probe so that no new kernel event comes,
+    drain the ring and read what is queued (noting new cgroups' paths, attributing), release
+    the DNS queries still waiting for an answer, add each learning cgroup's final syscall set
+    and the counts grown since the last report, then end every hold (released with their
+    unattributed reason). Returns the events for the shipper; the maps stay readable until the
+    source is closed."""
+    for group in source.loader.attached:
+        source.loader.detach(group)
+    source.consumer.stop()  # joins the drain thread, then drains what the ring holds
+    ready = Attributed()
+    for _ in range(FINAL_READS):
+        read = source.read(0.0)
+        if not (read.events or read.cgroups):
+            break
+        for change in read.cgroups:
+            if change.created:
+                attributor.learn(change.cgroup_id, change.path, created=True)
+        ready.extend(attributor.attribute(read.events))
+        source.consumer.consume()  # what a full queue had left in the ring
+    last = [*source.dns.expire(everything=True), *source.syscall_sets(), *source.counts.report()]
+    ready.extend(attributor.attribute(last))
+    clock.ahead = hold_seconds + 1.0  # every hold has expired: one rescan, then release all
+    ready.extend(attributor.tick())
+    return ready
+
+
+def stop_sender(sender: Sender, outbox: Outbox, grace: float) -> int:
+    """Stop the sender with its bounded grace; returns how many events the runtime did not
+    acknowledge (lost with this process: logged, since nothing can report them any more)."""
+    if sender.stop(grace):
+        return 0
+    lost = outbox.buffered
+    log.error(
+        "stopped with %d events not acknowledged by the runtime within the %.0fs grace period; "
+        "they are lost (raise PARALLAX_GRACE_SECONDS or check the runtime's health)",
+        lost,
+        grace,
+    )
+    return lost
+
+
+def header(agent_id: str, node_name: str) -> runtime_service_pb2.ReportEventsRequest:
+    """The fields every batch of one session repeats (a new session id per call)."""
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     return runtime_service_pb2.ReportEventsRequest(
-        agent_id=settings.agent_id,
-        node_name=settings.node_name,
+        agent_id=agent_id,
+        node_name=node_name,
         boot_id=boot,
         session_id=str(uuid.uuid4()),
         agent_version=importlib.metadata.version("parallax"),
@@ -121,7 +183,7 @@ def main() -> None:
     """Run the agent until SIGTERM or SIGINT."""
     settings = Settings.from_env(os.environ)
     logs.configure("agent", settings.log_level)
-    failed = [r for r in check.run_checks() if not r.ok]
+    failed = [r for r in check.run_checks(settings.cgroup_root) if not r.ok]
     for result in failed:
         log.error("agent check %s failed: %s", result.name, result.detail)
     if failed:
@@ -136,17 +198,19 @@ def main() -> None:
     if watcher:
         watcher.start()
     walk = functools.partial(paths.walk, str(settings.cgroup_root))
+    clock = Clock()
     attributor = Attributor(
         index,
         settings.pod_registry,
         hold_seconds=settings.hold_seconds,
         hold_limit=settings.hold_events,
         rescan=walk,
+        clock=clock,
     )
     for cgroup_id, path in walk():
         attributor.learn(cgroup_id, path)
     outbox = Outbox(
-        header(settings),
+        header(settings.agent_id, settings.node_name),
         batch_events=settings.batch_events,
         batch_latency=settings.batch_latency,
         buffer_events=settings.buffer_events,
@@ -170,11 +234,17 @@ def main() -> None:
             pump(source, attributor, sender, metrics, stopping=stopping)
         finally:
             learning.stop()
-            source.close()
-            if not sender.stop(settings.grace_seconds):
-                log.warning("stopped with %d events unacknowledged", outbox.buffered)
-            if watcher:
-                watcher.stop()
+            learning.poll()  # a last round: containers claimed since ship their start-up sets
+            try:
+                last = finish(source, attributor, clock, settings.hold_seconds)
+                log.info("stopping: %d events of the last pass handed to the shipper", len(last))
+                sender.submit(last)
+                sender.set_drops(dict(source.drops()))
+            finally:
+                source.close()
+                stop_sender(sender, outbox, settings.grace_seconds)
+                if watcher:
+                    watcher.stop()
 
 
 if __name__ == "__main__":

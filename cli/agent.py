@@ -1,12 +1,25 @@
 """`parallax agent check`, `parallax run` and `parallax record`: the node agent's local commands.
-They call agent.check, agent.localpod and agent.record; no service needs to run."""
+They call agent.check, agent.localpod and agent.record; no service needs to run, but `record
+--runtime` ships the recording to a runtime service (mTLS with an agent certificate, like the
+agent's)."""
 
 from __future__ import annotations
 
 import signal
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from cli.connection import InsecureOption, material
+from servicekit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agent.record import Runtime
 
 console = Console(stderr=True)
 agent_app = typer.Typer(help="The eBPF node agent.", no_args_is_help=True)
@@ -49,17 +62,51 @@ def run(
 
 def record(
     command: list[str] = typer.Argument(..., help="The command, after --."),
-    runtime: str = typer.Option("", "--runtime", help="Also ship to the runtime service (later)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the profile as JSON."),
+    runtime: str = typer.Option(
+        "", "--runtime", help="Also ship the recording to the runtime service at this address."
+    ),
+    pod: str = typer.Option("", "--pod", help="The local pod's name (namespace record)."),
+    node: str = typer.Option("", "--node", help="The node reported to the runtime (hostname)."),
+    tls_dir: Path | None = typer.Option(
+        None,
+        "--tls-dir",
+        help="Agent certificate directory for --runtime (default: PARALLAX_TLS_DIR, then "
+        "data/tls/agent-NODE as `parallax up` writes it).",
+    ),
+    insecure: bool = InsecureOption,
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the profile as JSON (the command's stdout goes to stderr)."
+    ),
 ) -> None:
     """Record one command from start to exit and print its profile, like `spoc record`."""
     from agent import record as recorder
 
-    if runtime:
-        console.print("--runtime is not supported yet; printing the profile only")
-    profile = recorder.record(command)
+    target = _runtime(runtime, node or socket.gethostname(), tls_dir, insecure) if runtime else None
+    # With --json, stdout carries the profile only: the command writes to stderr instead.
+    stdout = sys.stderr.fileno() if as_json else None
+    profile = recorder.record(command, pod=pod, stdout=stdout, runtime=target)
     print(profile.to_json() if as_json else profile.to_text())
+    if profile.unacknowledged > 0:
+        console.print(
+            f"[red]{profile.unacknowledged} events were not acknowledged by the runtime at "
+            f"{escape(runtime)}: its profile of {profile.pod} is incomplete[/red]"
+        )
+        raise typer.Exit(3)
     raise typer.Exit(profile.exit_code if profile.exit_code >= 0 else 128 - profile.exit_code)
+
+
+def _runtime(address: str, node: str, tls_dir: Path | None, insecure: bool) -> Runtime:
+    """Where `record --runtime` ships: mTLS with the agent certificate of `node` unless
+    --insecure."""
+    from agent.record import Runtime
+
+    default = Path("data/tls") / f"agent-{node}"
+    try:
+        tls = material(tls_dir or (default if (default / "tls.crt").exists() else None), insecure)
+    except ConfigError as exc:
+        console.print(f"[red]parallax: {escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    return Runtime(address, tls.channel_credentials() if tls else None, node)
 
 
 def register(app: typer.Typer) -> None:

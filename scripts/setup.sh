@@ -28,8 +28,9 @@ if [ "$(id -u)" = 0 ]; then
   [ -e /sys/kernel/tracing/events ] || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
   moddir=/lib/modules/$(uname -r)
   if [ ! -e "$moddir/build/include" ]; then
-    common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n 1 || true)
     arch=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1 || true)
+    common="${arch%-amd64}-common"  # the same version's common headers
+    [ -d "$common" ] || common=""
     if [ -n "$arch" ]; then
       mkdir -p "$moddir"
       ln -sfn "$arch" "$moddir/build"

@@ -1,7 +1,7 @@
 """The rendered workloads keep the hardening and wiring deploy/ promises: Pod Security
 "restricted" for everything in the parallax namespace, probes on the plaintext health port,
 limits, per-component TLS Secrets, the ports `parallax up` uses, least-privilege RBAC, and an
-agent with exactly its three capabilities and read-only host mounts."""
+agent with exactly its four capabilities and read-only host mounts."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.deploy.kustomize import Obj
 
 SERVICES = tuple(DEFAULT_PORTS)
 WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet")
-AGENT_CAPABILITIES = {"BPF", "PERFMON", "SYS_RESOURCE"}
+AGENT_CAPABILITIES = {"BPF", "PERFMON", "NET_ADMIN", "SYSLOG"}
 AGENT_HOST_PATHS = {
     "/sys/kernel/btf", "/sys/kernel/tracing", "/sys/fs/cgroup", "/lib/modules", "/usr/src",
 }  # fmt: skip
