@@ -156,6 +156,7 @@ def node_row(node: Node) -> dict[str, Any]:
         _counts(node.session_drops),
         _counts(node.unattributed),
         gaps,
+        {agent: [session, _counts(c)] for agent, (session, c) in node.other_sessions.items()},
     ]
     return {"node": node.node, "data": _dumps([node.node, *data])}
 
@@ -177,7 +178,9 @@ def node(data: str) -> Node:
         current,
         unattributed,
         gaps,
+        *rest,  # agents' sessions apart: rows from before they were kept have none
     ) = json.loads(data)
+    others = rest[0] if rest else {}
     return Node(
         name,
         agent_id,
@@ -193,6 +196,7 @@ def node(data: str) -> Node:
         _uncounts(current),
         _uncounts(unattributed),
         [domain.Gap(*g) for g in gaps],
+        {agent: (session, _uncounts(c)) for agent, (session, c) in others.items()},
     )
 
 

@@ -10,6 +10,7 @@ from services.runtime import domain
 
 SILENT_AFTER = 150.0  # agents report at least every minute, idle or not (agent.ship.outbox)
 MAX_GAPS = 100
+MAX_AGENTS = 16  # agents per node whose sessions are tracked apart
 
 Counts = dict[tuple[int, int], int]
 
@@ -29,13 +30,23 @@ class Node:
     last_sequence: int = 0
     events_received: int = 0
     retired_drops: Counts = field(default_factory=dict)
-    session_drops: Counts = field(default_factory=dict)
+    session_drops: Counts = field(default_factory=dict)  # the latest batch's agent session's
     unattributed: Counts = field(default_factory=dict)
     gaps: list[domain.Gap] = field(default_factory=list)
+    # Other agents on the node (e.g. `parallax record --runtime` next to the node's agent):
+    # agent id -> (its session, that session's cumulative drops), so that sessions of two agents
+    # taking turns never retire and re-count each other's totals.
+    other_sessions: dict[str, tuple[str, Counts]] = field(default_factory=dict)
 
     def apply(self, batch: domain.Batch, now: float) -> tuple[int, int]:
         """Fold a batch in; return (events newly dropped, unattributed events) it reported."""
         report = batch.report
+        if report.agent_id != self.agent_id and self.agent_id:
+            self.other_sessions[self.agent_id] = (self.session_id, self.session_drops)
+            self.session_id, self.session_drops = self.other_sessions.pop(report.agent_id, ("", {}))
+            while len(self.other_sessions) > MAX_AGENTS:  # the oldest's totals are kept
+                oldest = next(iter(self.other_sessions))
+                _add(self.retired_drops, self.other_sessions.pop(oldest)[1])
         if report.session_id != self.session_id:
             _add(self.retired_drops, self.session_drops)
             self.session_drops = {}
@@ -58,9 +69,11 @@ class Node:
         return dropped, sum(report.unattributed.values())
 
     def drops(self) -> Counts:
-        """Return events lost per (event type, source), summed over sessions."""
+        """Return events lost per (event type, source), summed over sessions and agents."""
         total = dict(self.retired_drops)
         _add(total, self.session_drops)
+        for _, counts in self.other_sessions.values():
+            _add(total, counts)
         return total
 
     def reporting(self, now: float) -> bool:

@@ -130,9 +130,11 @@ class Replica:
         """The agent's own verdict on the start (cgroup created before its first process ran)."""
         self.start_observed = payload.start_observed
         self.reason = (
-            f"pod {self.pod}: cgroup creation seen on node {self.node}"
+            f"pod {self.pod}: syscalls recorded from the container's start on node {self.node}"
             if payload.start_observed
-            else f"pod {self.pod}: cgroup existed before the agent watched node {self.node}"
+            else f"pod {self.pod}: the container's start-up syscalls were not recorded on node "
+            f"{self.node} (its cgroup existed before the agent watched, or learning began after"
+            " it started)"
         )
 
 

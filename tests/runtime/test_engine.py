@@ -144,7 +144,7 @@ def test_partial_when_the_start_was_not_observed(core: Engine, clock: Clock) -> 
     profile = core.current[(b.CART, "cart")]
     assert profile.state is State.PARTIAL
     assert "container start not observed" in profile.reason
-    assert "cgroup existed before the agent watched node n1" in profile.reason
+    assert "start-up syscalls were not recorded on node n1" in profile.reason
 
 
 def test_partial_when_the_first_event_is_not_an_exec(core: Engine, clock: Clock) -> None:
@@ -275,3 +275,18 @@ def test_a_container_restarted_in_a_new_cgroup_is_the_one_agents_watch(core: Eng
     profile = core.current[(b.CART, "cart")]
     (replica,) = profile.replicas.values()
     assert replica.cgroup_id == 2000 and replica.start_observed
+
+
+def test_two_agents_on_a_node_taking_turns_do_not_recount_drops(core: Engine) -> None:
+    """`parallax record --runtime` ships as its own agent next to the node's: each agent's
+    cumulative counters are compared with its own session's, and survive a restart."""
+    ingest(core, b.batch(1, [], drop_counters=b.drops(5)))
+    recorder = b.batch(1, [], session="rec-1", drop_counters=b.drops(2))
+    recorder.agent_id = "record-n1"
+    ingest(core, recorder)
+    ingest(core, b.batch(2, [], drop_counters=b.drops(6)))
+    again = b.batch(2, [], session="rec-1", drop_counters=b.drops(3))
+    again.agent_id = "record-n1"
+    ingest(core, again)
+    assert core.nodes["n1"].drops() == {(6, 1): 9}
+    assert Engine(core.store, core.clock).nodes["n1"].drops() == {(6, 1): 9}
