@@ -58,8 +58,12 @@ class ContainerState:
                 _bounded_put(self.processes, event.pid, entry, MAX_PROCESSES)
         elif isinstance(payload, domain.Fork):
             parent = self.processes.get(event.pid)
-            path, argv = (parent.path, parent.argv) if parent else (event.comm, ())
-            child = Process(payload.child_pid, event.pid, path, argv, event.uid, event.uid)
+            if parent is None:  # it forked in the container, so it runs there (started unseen)
+                parent = Process(event.pid, event.ppid, event.comm, (), event.uid, event.uid)
+                _bounded_put(self.processes, event.pid, parent, MAX_PROCESSES)
+            child = Process(
+                payload.child_pid, event.pid, parent.path, parent.argv, event.uid, event.uid
+            )
             _bounded_put(self.processes, payload.child_pid, child, MAX_PROCESSES)
         elif isinstance(payload, domain.Exit):
             self.processes.pop(event.pid, None)

@@ -246,6 +246,12 @@ def in_new_pod(
 
 
 NEW_DIGEST: list[domain.Event] = []  # nothing learned yet: the profile is LEARNING
+# A server whose start the agent missed forks a child that runs a shell: the fork shows the
+# server runs in the container, so its shells are not "from outside".
+HEALTH_CHECK = [
+    b.event(domain.Fork(501), pid=500, ppid=1),
+    b.event(b.exec_("/bin/sh", "-c", "/app/healthcheck"), pid=501, ppid=500),
+]
 SHELLS = [
     # the profile's baseline, what the new pod did before, the shell's exec, whether R0002 fires
     (
@@ -274,6 +280,20 @@ SHELLS = [
         ENTRYPOINT,
         STARTED,
         b.event(b.exec_("/bin/sh", "-c", "id"), pid=41, ppid=10),
+        True,
+    ),
+    (
+        "a server started before the agent runs its learned health check",
+        HEALTH_CHECK,
+        [b.event(domain.Fork(502), pid=500, ppid=1)],
+        b.event(b.exec_("/bin/sh", "-c", "/app/healthcheck"), pid=502, ppid=500),
+        False,
+    ),
+    (
+        "kubectl exec into a server started before the agent",
+        HEALTH_CHECK,
+        [b.event(domain.Fork(502), pid=500, ppid=1)],
+        b.event(b.exec_("/bin/sh", "-c", "id"), pid=40, ppid=900),
         True,
     ),
     ("the entrypoint", ENTRYPOINT, [], b.event(ENTRY, pid=10, ppid=1), False),
