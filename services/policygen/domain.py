@@ -77,6 +77,7 @@ class Capability:
     name: str
     allowed: int = 0
     denied: int = 0
+    runtime_startup: bool = False  # only checked by the container runtime's set-up
 
 
 @dataclass(frozen=True)

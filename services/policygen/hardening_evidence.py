@@ -105,13 +105,18 @@ def container_changes(
 
 
 def _capabilities(result: Hardening, path: tuple[Any, ...], profile: Profile, seen: str) -> None:
-    used = sorted({c.name.removeprefix("CAP_") for c in profile.capabilities if c.allowed})
-    result.set(
-        (*path, "drop"),
-        ["ALL"],
-        f"capabilities used: {', '.join(used) or 'none'} in {seen}",
-        ("CTR-07", "CTR-08"),
+    used = sorted(
+        {
+            c.name.removeprefix("CAP_")
+            for c in profile.capabilities
+            if c.allowed and not c.runtime_startup  # the runtime's set-up is not the workload
+        }
     )
+    setup = sorted({c.name.removeprefix("CAP_") for c in profile.capabilities if c.runtime_startup})
+    why = f"capabilities used: {', '.join(used) or 'none'} in {seen}"
+    if setup:
+        why += f" ({', '.join(setup)} only by the container runtime before the first exec)"
+    result.set((*path, "drop"), ["ALL"], why, ("CTR-07", "CTR-08"))
     if used:
         result.set((*path, "add"), used, "checked and granted by the kernel", ("CTR-06",))
 

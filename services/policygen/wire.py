@@ -91,7 +91,7 @@ def profile_from_wire(message: profile_pb2.Profile) -> domain.Profile:
         network_peers=tuple(_peer(p) for p in message.network_peers),
         dns_names={d.dns_name: tuple(d.addresses) for d in message.dns_names},
         capabilities=tuple(
-            domain.Capability(c.capability_name, c.allowed_count, c.denied_count)
+            domain.Capability(c.capability_name, c.allowed_count, c.denied_count, c.runtime_startup)
             for c in message.capabilities
         ),
         user_ids=tuple(

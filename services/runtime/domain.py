@@ -93,6 +93,8 @@ class FileOpen(NamedTuple):
     hits: int
 
 
+EPHEMERAL_START = 32768  # Linux's default ip_local_port_range starts here
+UDP_SEND = 3  # FlowDirection UDP_SEND
 ACCEPT = 2  # FlowDirection ACCEPT: the local port is the container's own, the remote ephemeral
 
 
@@ -123,6 +125,7 @@ class Capability(NamedTuple):
     number: int
     allowed: bool
     hits: int
+    startup: bool = False  # checked before the container's first exec (the runtime's set-up)
 
 
 class SyscallSet(NamedTuple):

@@ -24,6 +24,7 @@ from services.runtime.profiles import (
 )
 
 DEFAULT_WINDOW = 24 * 3600.0
+_MARKED = (Category.SYSCALL, Category.CAPABILITY)  # item.flags 1: only seen at start-up
 
 
 @dataclass
@@ -116,19 +117,21 @@ class Profile:
         new = 0
         touched = False
         pod = event.origin.pod_uid
-        startup = (
-            event.payload.startup if isinstance(event.payload, domain.SyscallSet) else frozenset()
-        )
+        payload = event.payload
+        startup = payload.startup if isinstance(payload, domain.SyscallSet) else frozenset()
+        # Checks made before the container's first exec are the container runtime's set-up.
+        setup = isinstance(payload, domain.Capability) and payload.startup
         for category, key, label in item_keys(event):
             table = self.items[category]
             item = table.get(key)
             changed = False
+            early = setup or (category is Category.SYSCALL and key[1] in startup)
             if item is None:
                 item = table[key] = Item(event.at or now, label)
-                item.flags = 1 if category is Category.SYSCALL and key[1] in startup else 0
+                item.flags = 1 if early else 0
                 new += 1
-            elif category is Category.SYSCALL and item.flags and key[1] not in startup:
-                item.flags, changed = 0, True
+            elif item.flags and not early and category in _MARKED:
+                item.flags, changed = 0, True  # the workload itself uses it too
             if pod not in item.pods:
                 item.pods.add(pod)
                 changed = True

@@ -164,19 +164,28 @@ def flow(
     hits: int,
 ) -> domain.Flow:
     """Return a validated network flow; `remote` is (address, port). The ephemeral port (the
-    local one of an outbound flow, the remote one of an accepted flow) becomes 0."""
+    local one of an outbound flow, the remote one of an accepted flow) becomes 0 (kept_ports)."""
     address, port = remote
     if port > 65535 or local_port > 65535:
         raise Problem("ports must be at most 65535")
     if not is_address(address):
         raise Problem(f"remote_address {address[:64]!r} is not an IP address")
-    if direction == domain.ACCEPT:
-        port = 0
-    else:
-        local_port = 0
+    direction, port, local_port = kept_ports(enum(direction, 3), port, local_port)
     return domain.Flow(
-        enum(direction, 3), enum(protocol, 3), address, port, local_port, return_value, count(hits)
+        direction, enum(protocol, 3), address, port, local_port, return_value, count(hits)
     )
+
+
+def kept_ports(direction: int, remote_port: int, local_port: int) -> tuple[int, int, int]:
+    """The direction and the ports a flow is kept with: the ephemeral one becomes 0. A UDP
+    datagram sent from a port below the ephemeral range is a server's reply (a DNS, statsd or
+    syslog server answering a client): it is kept as an inbound flow on that port, like an
+    accepted connection, rather than as a new peer on each client's ephemeral port."""
+    if direction == domain.UDP_SEND and 0 < local_port < domain.EPHEMERAL_START:
+        direction = domain.ACCEPT
+    if direction == domain.ACCEPT:
+        return direction, 0, local_port
+    return direction, remote_port, 0
 
 
 def _flow(m: Any) -> domain.Flow:
@@ -200,15 +209,17 @@ def _dns(m: Any) -> domain.Dns:
     return domain.Dns(name, tuple(m.answer_addresses))
 
 
-def capability(name: str, number: int, allowed: bool, hits: int) -> domain.Capability:
+def capability(
+    name: str, number: int, allowed: bool, hits: int, startup: bool = False
+) -> domain.Capability:
     """Return a validated capability use."""
     if number > 63 or not name:
         raise Problem("capability must have a name and a number up to 63")
-    return domain.Capability(name, number, allowed, count(hits))
+    return domain.Capability(name, number, allowed, count(hits), startup)
 
 
 def _capability(m: Any) -> domain.Capability:
-    return capability(m.capability_name, m.capability_number, m.allowed, m.count)
+    return capability(m.capability_name, m.capability_number, m.allowed, m.count, m.runtime_startup)
 
 
 def _syscall_set(m: Any) -> domain.SyscallSet:

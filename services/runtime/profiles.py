@@ -74,7 +74,7 @@ class Context(NamedTuple):
 class Replica:
     """One pod's container contributing to a profile, and whether its start was observed."""
 
-    __slots__ = ("cgroup_id", "container_id", "node", "pod", "reason", "start_observed")
+    __slots__ = ("cgroup_id", "container_id", "node", "pod", "reason", "restored", "start_observed")
 
     def __init__(self, origin: domain.Origin) -> None:
         self.pod = origin.pod
@@ -83,6 +83,7 @@ class Replica:
         self.container_id = origin.container_id
         self.start_observed: bool | None = None
         self.reason = ""
+        self.restored = False  # read back from the store: seen before this process started
 
     @classmethod
     def restore(
@@ -101,6 +102,7 @@ class Replica:
         )
         replica = cls(origin)
         replica.start_observed, replica.reason = start_observed, reason
+        replica.restored = True
         return replica
 
     def observe_first(self, event: domain.Event) -> None:

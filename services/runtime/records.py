@@ -30,12 +30,14 @@ from services.runtime.payloads import (
     file_open,
     flow,
     fork,
+    kept_ports,
 )
 from services.runtime.steps import Collapser, Plan, inert_open
 
 RECORD = struct.Struct("<QQIIIIHHIIiIIQ")
 _HEAD = struct.Struct("<Q24xHH28x")  # a record's monotonic time, event type and bits
 SIZE = RECORD.size
+_U32 = struct.Struct("<I")
 _EARLIEST_NS, _LATEST_NS = EARLIEST * 10**9, LATEST * 10**9
 _MAX_STRING = domain.MAX_PATH_BYTES
 _FLOW, _OPEN = event_pb2.EVENT_TYPE_NETWORK_FLOW, event_pb2.EVENT_TYPE_FILE_OPEN
@@ -90,9 +92,9 @@ def _exit(f: _Fields, strings: list[str]) -> domain.Payload:
 
 def _capability(f: _Fields, strings: list[str]) -> domain.Payload:
     bits, name, _, _, number, _, hits = f
-    if bits > 1:
-        raise Problem(f"allowed must be 0 or 1, got {bits}")
-    return capability(strings[name], number, bool(bits), hits)
+    if bits > 3:
+        raise Problem(f"bits must be allowed | runtime_startup << 1, got {bits}")
+    return capability(strings[name], number, bool(bits & 1), hits, bool(bits & 2))
 
 
 def _deviation(f: _Fields, strings: list[str]) -> domain.Payload:
@@ -140,7 +142,8 @@ def read(
         else:
             if kind != _FLOW:
                 key = data[start + 8 : start + SIZE]
-            elif bits & 0xF == domain.ACCEPT:  # flows equal but for the ephemeral port are one
+            elif _remote_is_ephemeral(bits & 0xF, data, start):
+                # flows equal but for their ephemeral port (payloads.kept_ports) are one
                 key = data[start + 8 : start + 48] + data[start + 52 : start + SIZE]
             else:
                 key = data[start + 8 : start + 52] + data[start + 56 : start + SIZE]
@@ -155,6 +158,17 @@ def read(
         else:
             unattributed[plan] = unattributed.get(plan, 0) + 1  # type: ignore[index,arg-type]
     return len(data) // SIZE
+
+
+def _remote_is_ephemeral(direction: int, data: bytes, start: int) -> bool:
+    """Whether the flow record at `start` is inbound (an accept, or a UDP reply from a port
+    below the ephemeral range), so that its remote port is the ephemeral one."""
+    if direction == domain.ACCEPT:
+        return True
+    if direction != domain.UDP_SEND:
+        return False
+    local: int = _U32.unpack_from(data, start + 52)[0]
+    return 0 < local < domain.EPHEMERAL_START
 
 
 def _time(monotonic_ns: int, offset: int, now: float, start: int) -> float:
@@ -190,10 +204,7 @@ class _Batch:
             return _plan(fields, strings, origin, at, start)
         pattern = None
         if kind == _FLOW:  # the ephemeral port is not kept (domain.Flow), so not in the key
-            if bits & 0xF == domain.ACCEPT:
-                n1 = 0
-            else:
-                n2 = 0
+            _, n1, n2 = kept_ports(bits & 0xF, n1, n2)
         elif kind == _OPEN and s1 < count and hits <= MAX_COUNT:
             path = strings[s1]
             if inert_open(path, n1, value):  # the collapser merges it by pattern: translate once

@@ -125,6 +125,7 @@ def _items(message: profile_pb2.Profile, profile: Profile) -> None:
                 capability_number=int(k[0]),
                 allowed_count=i.allowed,
                 denied_count=i.denied,
+                runtime_startup=bool(i.flags),
             ),
             i,
         )

@@ -12,7 +12,14 @@ import yaml
 
 from services.policygen import hardening
 from services.policygen.cluster import Cluster
-from services.policygen.domain import FileOpen, Profile, ProfileState, Readiness, UserId
+from services.policygen.domain import (
+    Capability,
+    FileOpen,
+    Profile,
+    ProfileState,
+    Readiness,
+    UserId,
+)
 
 SECCOMP = "operator/shop-cart-server.json"
 
@@ -106,3 +113,16 @@ def test_without_a_manifest_profiles_give_the_containers(cart: Profile) -> None:
         yaml.safe_load(result.yaml_text)["spec"]["template"]["spec"]["containers"][0]["name"]
         == "server"
     )
+
+
+def test_capabilities_only_the_container_runtime_checked_are_not_granted(
+    cart: Profile, shop: Cluster
+) -> None:
+    """runc init's mounts and setns check CAP_SYS_ADMIN before the first exec: that is no
+    evidence the workload needs it, so it is dropped with the rest and named as set-up."""
+    setup = Capability("CAP_SYS_ADMIN", allowed=2, runtime_startup=True)
+    result = harden(dataclasses.replace(cart, capabilities=(*cart.capabilities, setup)), shop)
+    container = yaml.safe_load(result.yaml_text)["spec"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"]["capabilities"]["add"] == ["NET_BIND_SERVICE"]
+    drop = next(c for c in result.changes if c.field_path.endswith("drop"))
+    assert "SYS_ADMIN only by the container runtime before the first exec" in drop.evidence

@@ -290,3 +290,50 @@ def test_two_agents_on_a_node_taking_turns_do_not_recount_drops(core: Engine) ->
     ingest(core, again)
     assert core.nodes["n1"].drops() == {(6, 1): 9}
     assert Engine(core.store, core.clock).nodes["n1"].drops() == {(6, 1): 9}
+
+
+def test_capability_checks_of_the_container_runtime_are_marked_and_never_alerted(
+    core: Engine,
+) -> None:
+    def check(startup: bool, at: float) -> event_pb2.Event:
+        cap = event_pb2.CapabilityUse(
+            capability_name="CAP_SYS_ADMIN",
+            capability_number=21,
+            allowed=True,
+            count=1,
+            runtime_startup=startup,
+        )
+        return b.wire_event(at=at, capability_use=cap)
+
+    ingest(core, b.batch(1, [b.wire_exec("/app/server"), check(True, b.T0)]))
+    profile = core.current[(b.CART, "cart")]
+    (item,) = profile.items[Category.CAPABILITY].values()
+    assert item.flags == 1  # only the runtime's set-up checked it
+    b.watch(core, 3601)
+    assert profile.state is State.COMPLETE
+    other = b.wire_event(
+        pod="cart-2", at=core.clock.now, capability_use=check(True, 0).capability_use
+    )
+    other.attribution.pod_uid = "uid-cart-2"
+    ingest(core, b.batch(100, [other]))  # a new replica's set-up after COMPLETE: no R0009
+    assert not [a for a in core.alerts.live.values() if a.rule_id == "R0009"]
+
+
+def test_after_a_restart_an_empty_process_table_is_no_container_start(
+    core: Engine, clock: Clock
+) -> None:
+    """The runtime's process tables live in memory: after a restart, the first exec seen in a
+    known container is not taken for its entrypoint, so package installs and kubectl exec
+    shells are still caught."""
+    ingest(core, b.batch(1, [b.wire_exec("/app/server", pid=10)]))
+    b.watch(core, 3601)
+    restarted = Engine(core.store, clock, default_window=3600)
+    install = b.wire_exec("/usr/bin/dpkg", "-i", "x.deb", pid=50, ppid=900, at=clock.now)
+    shell = b.wire_exec("/bin/sh", "-c", "id", pid=51, ppid=901, at=clock.now)
+    restarted.ingest(wire.batch(b.batch(200, [install, shell]), clock.now))
+    fired = {a.rule_id: a for a in restarted.alerts.live.values()}
+    assert {"R0011", "R0002"} <= set(fired)
+    unexpected = {
+        a.evidence["path"]: a for a in restarted.alerts.live.values() if a.rule_id == "R0001"
+    }
+    assert unexpected["/usr/bin/dpkg"].evidence["parent"] == "pid 900 (not seen in the container)"

@@ -251,3 +251,27 @@ def test_the_ports_that_are_behaviour_keep_flows_apart() -> None:
         (0, 8080, 2),
         (0, 8443, 2),
     ]
+
+
+def udp_send(remote: str, remote_port: int, local_port: int, at: float) -> event_pb2.Event:
+    event = b.wire_flow(remote, remote_port, at=at)
+    event.network_flow.direction = event_pb2.FLOW_DIRECTION_UDP_SEND
+    event.network_flow.protocol = 2
+    event.network_flow.local_port = local_port
+    return event
+
+
+def test_udp_replies_from_a_service_port_are_inbound_flows_on_that_port() -> None:
+    """A DNS or statsd server answers each client from its own port to the client's ephemeral
+    one: one inbound flow on the server's port, not a new peer per query; a client's send from an
+    ephemeral port stays an outbound flow to the server's port."""
+    replies = [udp_send("10.1.0.9", 40000 + i, 53, b.T0 + i) for i in range(3)]
+    queries = [udp_send("10.96.0.10", 53, 45000 + i, b.T0 + 3 + i) for i in range(3)]
+    for form in (b.batch(1, replies + queries), packed(b.batch(1, replies + queries))):
+        steps = wire.batch(form, NOW).steps
+        shown = [
+            (s.event.payload.direction, s.event.payload.remote_port, s.event.payload.local_port)
+            for s in steps
+        ]
+        assert shown == [(domain.ACCEPT, 0, 53), (domain.UDP_SEND, 53, 0)]
+        assert [s.count for s in steps] == [3, 3]

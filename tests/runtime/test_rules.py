@@ -438,3 +438,22 @@ def test_resolved_alerts_are_bounded() -> None:
         book.set_state(alert_id, AlertState.RESOLVED, "done", b.T0 + 20 + index)
     assert book.forget_resolved(limit=2) == ids[:2]
     assert set(book.by_id) == set(ids[2:]) and len(book.live) == 1
+
+
+def test_a_peer_known_by_name_is_known_on_its_learned_port_only() -> None:
+    """A learned name's new address is the same peer on the learned port and protocol; another
+    port on that name (a shell to :4444) is not; a refused try says so."""
+    answer = b.event(domain.Dns("api.example.test", ("127.0.0.2",)), pid=10)
+    baseline = [*BASELINE, answer, b.event(b.flow("127.0.0.2", 8080), pid=10)]
+    profile, box = learned(True, baseline)
+    box.observe(b.event(domain.Dns("api.example.test", ("10.9.9.9",)), pid=10))
+
+    def r0008(flow: domain.Flow) -> list[rules.Detection]:
+        found = rules.evaluate(b.event(flow, pid=10), profile, box)
+        return [d for d in found if d.rule.rule_id == "R0008"]
+
+    assert r0008(b.flow("10.9.9.9", 8080)) == []
+    (other_port,) = r0008(b.flow("10.9.9.9", 4444))
+    assert other_port.evidence["dns_names"] == "api.example.test"
+    (refused,) = r0008(b.flow("10.9.9.9", 4444)._replace(return_value=-111))
+    assert "tried to connect to" in refused.message and refused.evidence["return_value"] == "-111"

@@ -38,12 +38,19 @@ def _complete(profile: Profile) -> bool:
     return profile.state is State.COMPLETE
 
 
-def _init_process(event: domain.Event, box: ContainerState) -> bool:
-    """Whether the exec is the container's init process (its entrypoint): the first process the
-    table knows (none is known yet), or that process exec'ing again (an entrypoint script's
-    `exec "$@"`): it still comes first in the table and its parent is outside the container."""
+def _init_process(event: domain.Event, box: ContainerState, profile: Profile) -> bool:
+    """Whether the exec is the container's init process (its entrypoint): that process exec'ing
+    again (an entrypoint script's `exec "$@"`: it still comes first in the table and its parent
+    is outside the container), or the first process of a container whose start is being
+    watched. An empty table is no evidence when the service restarted since the container
+    started (its table was lost) or the agent says it missed the container's start."""
     processes = box.processes
-    return not processes or (event.ppid not in processes and next(iter(processes)) == event.pid)
+    if processes:
+        return event.ppid not in processes and next(iter(processes)) == event.pid
+    replica = profile.replicas.get(event.origin.pod_uid)
+    if replica is not None and replica.restored:
+        return False
+    return event.origin.start != domain.CGROUP_START_MISSED
 
 
 def _shell_reason(
@@ -51,7 +58,7 @@ def _shell_reason(
 ) -> str:
     """Why a shell exec is suspect (R0002), or "" when it is not: the container's init process,
     or a shell spawned by a parent the profile learned spawning it (its EXEC items' tags)."""
-    if _init_process(event, box):
+    if _init_process(event, box, profile):
         return ""
     if exe.stdin_tty:
         return "interactive: its stdin is a terminal"
@@ -59,9 +66,18 @@ def _shell_reason(
     if not parent:
         return "started from outside the container, as kubectl exec does"
     for key, item in profile.items[Category.EXEC].items():
-        if key[0] == exe.path and parent in item.tags:
+        if key[0] == exe.path and any(_same_program(tag, parent) for tag in item.tags):
             return ""
     return f"spawned by {parent}, which the profile never saw spawn it"
+
+
+def _same_program(learned: str, seen: str) -> bool:
+    """Whether `seen` (an executable path, or only a comm: the process table knows a process
+    that forked but was never seen exec'ing by its 15-character command name) is the program
+    the profile learned as `learned`."""
+    if learned == seen:
+        return True
+    return "/" not in seen and learned.rsplit("/", 1)[-1][:15] == seen[:15]
 
 
 def check_exec(event: domain.Event, profile: Profile, box: ContainerState) -> list[Detection]:
@@ -71,7 +87,8 @@ def check_exec(event: domain.Event, profile: Profile, box: ContainerState) -> li
     if exe.return_value:
         return []
     found: list[Detection] = []
-    parent = box.parent_exe(event) or event.comm
+    # The exec'd process's comm is already its new program's: no name for an unseen parent.
+    parent = box.parent_exe(event) or f"pid {event.ppid} (not seen in the container)"
     args = " ".join(exe.argv)[:256]
     learned = any(k[0] == exe.path for k in profile.items[Category.EXEC])
     where = _where(event)
@@ -123,7 +140,7 @@ def check_exec(event: domain.Event, profile: Profile, box: ContainerState) -> li
                 argv=args,
             )
         )
-    if changes_packages(exe.path, exe.argv) and not _init_process(event, box):
+    if changes_packages(exe.path, exe.argv) and not _init_process(event, box, profile):
         found.append(
             _hit(
                 "R0011",
@@ -187,20 +204,38 @@ def check_flow(event: domain.Event, profile: Profile, box: ContainerState) -> li
             )
         )
     if not accepted and _complete(profile):
-        key = (flow.direction, flow.protocol, flow.remote_address, flow.remote_port)
         names = box.dns.get(flow.remote_address, ())
-        known = any((n,) in profile.items[Category.DNS] for n in names)
-        if key not in profile.items[Category.PEER] and not known:
+        if not _known_peer(flow, names, profile):
+            verb = "connected to" if flow.return_value >= 0 else "tried to connect to"
             found.append(
                 _hit(
                     "R0008",
                     remote,
-                    f"{where} connected to unexpected peer {remote}",
+                    f"{where} {verb} unexpected peer {remote}",
                     remote_address=remote,
                     dns_names=",".join(names),
+                    return_value=str(flow.return_value),
                 )
             )
     return found
+
+
+def _known_peer(flow: domain.Flow, names: tuple[str, ...], profile: Profile) -> bool:
+    """Whether the profile learned this peer: its address, or one of the DNS names it resolved
+    from (addresses behind a name change), with the same direction, protocol and port."""
+    peers = profile.items[Category.PEER]
+    if (flow.direction, flow.protocol, flow.remote_address, flow.remote_port) in peers:
+        return True
+    if not names:
+        return False
+    wanted = set(names)
+    return any(
+        key[0] == flow.direction
+        and key[1] == flow.protocol
+        and key[3] == flow.remote_port
+        and not item.tags.isdisjoint(wanted)
+        for key, item in peers.items()
+    )
 
 
 def check_dns(event: domain.Event, profile: Profile, box: ContainerState) -> list[Detection]:
@@ -223,10 +258,13 @@ def check_dns(event: domain.Event, profile: Profile, box: ContainerState) -> lis
 
 
 def check_capability(event: domain.Event, profile: Profile, box: ContainerState) -> list[Detection]:
-    """R0009 on a capability check."""
+    """R0009 on a capability check by the workload (not the container runtime's set-up before
+    the first exec, which every container start repeats)."""
     cap = event.payload
     assert isinstance(cap, domain.Capability)
-    if not _complete(profile) or (cap.number,) in profile.items[Category.CAPABILITY]:
+    if cap.startup or not _complete(profile):
+        return []
+    if (cap.number,) in profile.items[Category.CAPABILITY]:
         return []
     return [
         _hit(
