@@ -30,22 +30,34 @@ def tracer_provider(service: str, env: Mapping[str, str]) -> TracerProvider:
 
 
 def _exporter(env: Mapping[str, str]) -> SpanExporter | None:
-    choice = (env.get("OTEL_TRACES_EXPORTER") or "otlp").lower()
-    if choice == "none":
-        return None
-    if choice == "console":
+    if (env.get("OTEL_TRACES_EXPORTER") or "").lower() == "console":
         return ConsoleSpanExporter()
-    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+    found = otlp_endpoint(env, "traces")
+    if found is None:
+        return None
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    endpoint, insecure = found
+    return OTLPSpanExporter(endpoint=endpoint, insecure=insecure)
+
+
+def otlp_endpoint(env: Mapping[str, str], signal: str) -> tuple[str, bool] | None:
+    """The OTLP/gRPC endpoint for `signal` ("traces", "metrics" or "logs") and whether it is
+    plaintext, from the standard variables (OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT, else
+    OTEL_EXPORTER_OTLP_ENDPOINT; http:// or OTEL_EXPORTER_OTLP_INSECURE=true for plaintext);
+    None when none is set or OTEL_<SIGNAL>_EXPORTER is not `otlp`."""
+    upper = signal.upper()
+    if (env.get(f"OTEL_{upper}_EXPORTER") or "otlp").lower() != "otlp":
+        return None
+    endpoint = env.get(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT") or env.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
     if not endpoint:
         return None
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
     insecure = endpoint.startswith("http://") or (
         env.get("OTEL_EXPORTER_OTLP_INSECURE", "").lower() == "true"
     )
-    return OTLPSpanExporter(endpoint=endpoint, insecure=insecure)
+    return endpoint, insecure
 
 
 def server_tracing(provider: TracerProvider) -> Any:

@@ -14,6 +14,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.util.types import AttributeValue
 
+from servicekit.telemetry import otlp_endpoint
 from services.runtime.alerts import Alert
 from services.runtime.domain import Severity
 from services.runtime.engine import Change
@@ -30,16 +31,12 @@ _SEVERITIES = {
 def logger_provider(env: Mapping[str, str]) -> LoggerProvider | None:
     """Return a provider exporting over OTLP/gRPC, or None when no endpoint is configured or
     OTEL_LOGS_EXPORTER is not `otlp`."""
-    if (env.get("OTEL_LOGS_EXPORTER") or "otlp").lower() != "otlp":
-        return None
-    endpoint = env.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if not endpoint:
+    found = otlp_endpoint(env, "logs")
+    if found is None:
         return None
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
-    insecure = endpoint.startswith("http://") or (
-        env.get("OTEL_EXPORTER_OTLP_INSECURE", "").lower() == "true"
-    )
+    endpoint, insecure = found
     name = env.get("OTEL_SERVICE_NAME") or "parallax-runtime"
     provider = LoggerProvider(resource=Resource.create({"service.name": name}))
     exporter = OTLPLogExporter(endpoint=endpoint, insecure=insecure)

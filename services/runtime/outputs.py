@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 
+from servicekit.telemetry import otlp_endpoint
 from services.runtime.alerts import Alert, to_json
 from services.runtime.engine import Change
 from services.runtime.store import Delivery, OutboxCounts, RuntimeStore
@@ -205,20 +206,14 @@ def observe(meter: Meter, hook: Webhook) -> None:
 def meter_provider(env: Mapping[str, str]) -> MeterProvider | None:
     """Return a provider exporting metrics over OTLP/gRPC, or None when no endpoint is
     configured or OTEL_METRICS_EXPORTER is not `otlp` (the standard OTEL_* variables)."""
-    if (env.get("OTEL_METRICS_EXPORTER") or "otlp").lower() != "otlp":
-        return None
-    endpoint = env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or env.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    if not endpoint:
+    found = otlp_endpoint(env, "metrics")
+    if found is None:
         return None
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
 
-    insecure = endpoint.startswith("http://") or (
-        env.get("OTEL_EXPORTER_OTLP_INSECURE", "").lower() == "true"
-    )
+    endpoint, insecure = found
     reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint, insecure=insecure))
     name = env.get("OTEL_SERVICE_NAME") or "parallax-runtime"
     return MeterProvider(metric_readers=[reader], resource=Resource.create({"service.name": name}))
