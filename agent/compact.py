@@ -15,6 +15,8 @@ from parallax.runtime.v1 import event_pb2 as pb
 from agent.decode import (
     ARCH,
     BOOT_OFFSET_NS,
+    CAP_ALLOWED,
+    CAP_STARTUP,
     DEVIATION,
     FAMILIES,
     FLOW,
@@ -51,6 +53,7 @@ _EXITED, _CAP, _DEVIATED = (
     pb.EVENT_TYPE_CAPABILITY_USE,
     pb.EVENT_TYPE_SYSCALL_DEVIATION,
 )
+_ANY = bytes(16)  # the wildcard address, as a flow record's 16 address bytes
 _COMMS: dict[bytes, str] = {}  # command names repeat: decode each once (bounded below)
 
 
@@ -87,7 +90,8 @@ def _flow(raw: bytes) -> Compact:
     _, pid, ppid, uid, ts, cg, comm = fields[:7]
     direction, family, proto, rport, lport, remote, local, ret = fields[8:]
     kind, peer = endpoint(family, remote)  # IPv4-mapped peers of dual-stack sockets are IPv4
-    own = endpoint(family, local)[1] if lport else ""
+    # A UDP send's socket may be bound to no address (the wildcard): its local address unknown.
+    own = endpoint(family, local)[1] if lport and local != _ANY else ""
     bits = direction | PROTOCOLS.get(proto, 0) << 4 | FAMILIES.get(kind, 0) << 8
     return (ts, cg, pid, ppid, uid, _comm(comm), _FLOWED, bits, peer, own, ret, rport, lport, 1)
 
@@ -104,9 +108,10 @@ def _exit(raw: bytes) -> Compact:
 
 
 def _cap(raw: bytes) -> Compact:
-    _, pid, ppid, uid, ts, cg, comm, number, allowed = _PAIR.unpack_from(raw)
-    name, bit = capability_name(number), 1 if allowed else 0
-    return (ts, cg, pid, ppid, uid, _comm(comm), _CAP, bit, name, "", 0, number, 0, 1)
+    _, pid, ppid, uid, ts, cg, comm, number, flags = _PAIR.unpack_from(raw)
+    bits = flags & (CAP_ALLOWED | CAP_STARTUP)  # as the contract's allowed | runtime_startup << 1
+    name = capability_name(number)
+    return (ts, cg, pid, ppid, uid, _comm(comm), _CAP, bits, name, "", 0, number, 0, 1)
 
 
 def _deviation(raw: bytes) -> Compact:
@@ -146,7 +151,8 @@ def to_event(c: Compact) -> pb.Event:
         event.process_exit.exit_code, event.process_exit.signal = value, n1
     elif kind == pb.EVENT_TYPE_CAPABILITY_USE:
         u = event.capability_use
-        u.capability_name, u.capability_number, u.allowed, u.count = s1, n1, bool(bits), count
+        u.capability_name, u.capability_number, u.count = s1, n1, count
+        u.allowed, u.runtime_startup = bool(bits & 1), bool(bits & 2)
     elif kind == pb.EVENT_TYPE_SYSCALL_DEVIATION:
         d = event.syscall_deviation
         d.arch = bits  # type: ignore[assignment]

@@ -23,7 +23,9 @@ DEVIATION = struct.Struct("<II")
 # The body of an exec record (process.c struct exec_event after the header).
 EXEC = struct.Struct("<IIIIIi3HH3II256s1024s1024s")
 _ARG_SLOT, _ARG_MAX, _CWD_NAME, _CWD_UNKNOWN = 128, 256, 64, 0xFFFF
-PAIR = struct.Struct("<II")  # fork: child pid; exit: exit code; cap: number, allowed
+# fork: child pid; exit: exit code; cap: number, flags (CAP_ALLOWED | CAP_STARTUP)
+PAIR = struct.Struct("<II")
+CAP_ALLOWED, CAP_STARTUP = 1, 2  # caps.c: the check succeeded; made before the first exec
 OPEN = struct.Struct("<iIII256s")
 # The body of a flow record: network.c struct flow_key (the de-duplication key), return value last.
 FLOW = struct.Struct("<QBBHHH16s16si4x")

@@ -40,6 +40,8 @@ NAMESPACE = "record"  # the local pods of recordings: record/<pod>
 # container) and the execve that started the command, which enters the kernel before the exec
 # is done: an execve listed there is that one, and means the command itself never execs again.
 LAUNCH_ONLY = "only while launching (the launcher's, and the execve itself)"
+# How a capability check made before the command's exec (the launcher's) is marked.
+LAUNCH = "while launching"
 
 
 @dataclass
@@ -163,7 +165,7 @@ def record(
     descriptor) when given. With `runtime`, ship the recording there before the pod is gone."""
     name = pod or f"cmd-{uuid.uuid4().hex[:8]}"
     with session(pairing=True) as s, local_pod(NAMESPACE, name) as p:
-        s.control.track(p.cgroup_id)
+        s.control.track(p.cgroup_id, running=False)  # nothing ran: its launch is seen
         s.control.learn(p.cgroup_id)
         code = p.spawn(argv, stdout=stdout).wait(timeout)
         s.consumer.stop()
@@ -241,7 +243,7 @@ def build_profile(s: Session, cgroup_id: int, exit_code: int) -> Profile:
         elif kind == "network_flow":
             f = e.network_flow
             peer = f"{f.remote_address}:{f.remote_port}"
-            local = f" on {f.local_address}:{f.local_port}" if f.local_port else ""
+            local = f" on {f.local_address or '*'}:{f.local_port}" if f.local_port else ""
             p.peers.append(f"{_DIRECTIONS.get(f.direction, '?')} {peer}{local}")
         elif kind == "dns_query" and e.dns_query.rcode >= 0:
             q = e.dns_query
@@ -250,7 +252,10 @@ def build_profile(s: Session, cgroup_id: int, exit_code: int) -> Profile:
             )
         elif kind == "capability_use":
             c = e.capability_use
-            p.capabilities.append(f"{c.capability_name} {'allowed' if c.allowed else 'denied'}")
+            when = f" ({LAUNCH})" if c.runtime_startup else ""
+            p.capabilities.append(
+                f"{c.capability_name} {'allowed' if c.allowed else 'denied'}{when}"
+            )
     return p
 
 

@@ -1,5 +1,8 @@
 /* Capability checks of tracked cgroups (capability:cap_capable), de-duplicated per cgroup,
- * capability and outcome: the evidence whether a privileged container uses its privileges. */
+ * capability, outcome and start-up: the evidence whether a privileged container uses its
+ * privileges. A check made before the cgroup's first exec (process.c exec_seen) is the container
+ * runtime's setting the container up (runc init's mounts and setns, a local pod's preexec setns),
+ * not the workload's: it is tagged CAP_STARTUP and counted apart. */
 struct cap_args {
     u64 common;
     void *cred;
@@ -9,18 +12,46 @@ struct cap_args {
     int ret;
 };
 
+#define CAP_ALLOWED 1
+#define CAP_STARTUP 2 /* made before the cgroup's first exec */
+#define CGROUP_DEPTH_MAX 32
+
 struct cap_key {
     u64 cgid;
     u32 cap;
-    u32 allowed;
+    u32 flags; /* CAP_ALLOWED | CAP_STARTUP */
 };
 BPF_HASH(caps_seen, struct cap_key, u64, 16384);
 
 struct cap_event {
     struct hdr h;
     u32 cap;
-    u32 allowed;
+    u32 flags;
 };
+
+/* Whether the current task's (tracked) cgroup has not had its first exec. Fails safe: once a
+ * marker could not be stored anywhere, no check is start-up. A cgroup below one whose exec was
+ * seen (a sub-cgroup the workload made, where a process may go on without exec'ing, such as
+ * systemd's init.scope) inherits the mark. */
+static __always_inline int before_first_exec(u64 cgid) {
+    if (exec_seen.lookup(&cgid))
+        return 0;
+    int kernel = 0, user = 1;
+    u64 *lost = exec_mark_losses.lookup(&kernel), *user_lost = exec_mark_losses.lookup(&user);
+    if ((lost && *lost) || (user_lost && *user_lost))
+        return 0;
+#pragma unroll
+    for (int level = 0; level < CGROUP_DEPTH_MAX; level++) {
+        u64 id = bpf_get_current_ancestor_cgroup_id(level);
+        if (!id || id == cgid)
+            return 1;
+        if (exec_seen.lookup(&id)) {
+            mark_exec_seen(cgid);
+            return 0;
+        }
+    }
+    return 0; /* deeper than the walk: not known to be start-up */
+}
 
 #define CAP_SYS_ADMIN 21
 #define VM_ACCT_FRAMES 4
@@ -87,7 +118,7 @@ int on_cap_capable(struct cap_args *args) {
         return 0;
     if (k.cap == CAP_SYS_ADMIN && (vm_acct_syscall() || vm_acct_caller(args)))
         return 0;
-    k.allowed = args->ret == 0;
+    k.flags = (args->ret == 0 ? CAP_ALLOWED : 0) | (before_first_exec(k.cgid) ? CAP_STARTUP : 0);
     u64 one = 1, *count = caps_seen.lookup(&k);
     if (count) {
         __sync_fetch_and_add(count, 1);
@@ -102,7 +133,7 @@ int on_cap_capable(struct cap_args *args) {
     }
     fill_hdr(&e->h, EV_CAP, k.cgid);
     e->cap = k.cap;
-    e->allowed = k.allowed;
+    e->flags = k.flags;
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     return 0;
 }

@@ -3,6 +3,10 @@ the rules that track (and pre-learn) new cgroups at mkdir, and reads of syscall 
 de-duplication counts and drop counters. Called by agent.probes.source (cgroup changes, reports),
 agent.learning (the runtime's targets, on its own thread) and the recorder; thread-safe.
 
+A cgroup tracked from user space while it runs already (`track`) has its first exec marked as
+seen, so caps.c tags as the container runtime's start-up only the capability checks of cgroups
+whose start the kernel saw (tracked at their mkdir, or made by the caller just before).
+
 Learning follows the learning targets. A cgroup's entry in the kernel's `learning` map is either
 confirmed (set by `learn` or `monitor`, which agent.learning calls for the cgroups the runtime
 lists) or provisional: made by the kernel at a container cgroup's mkdir, so that its start-up
@@ -43,6 +47,7 @@ FILTER_SLOTS = 65536
 # later (a short-lived container of a learning workload): at most this many.
 HELD_MAX = 1024
 LOSS_TRACK, LOSS_LEARN = 0, 1
+LOSS_MARK_KERNEL, LOSS_MARK_USER = 0, 1  # process.c exec_mark_losses slots
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +86,13 @@ class SyscallSetRead:
 
 @dataclass(frozen=True)
 class CgroupLosses:
-    """Cgroups a rule matched that the kernel could not keep, because a map was full."""
+    """Cgroups a rule matched that the kernel could not keep, because a map was full; and
+    first execs not marked (`exec_seen` full), since which no capability check is tagged as
+    start-up."""
 
     untracked: int
     unlearned: int
+    unmarked: int = 0
 
 
 def _bits(array: Any) -> frozenset[int]:
@@ -110,6 +118,7 @@ class Control:
         self.loader = loader
         self._learning = loader.table("learning")
         self._tracked = loader.table("tracked")
+        self._exec_seen = loader.table("exec_seen")
         self._rules = loader.table("cgroup_rules")
         self._prefixes: list[tuple[str, bool]] = []
         self._filter_slots: set[int] = set()
@@ -129,13 +138,34 @@ class Control:
         leaf.mode = Mode.LEARN
         template[template.Key(0)] = leaf
 
-    def track(self, cgroup_id: int) -> None:
-        """Record exec, file, network, DNS and capability events of this cgroup."""
+    def track(self, cgroup_id: int, running: bool = True) -> None:
+        """Record exec, file, network, DNS and capability events of this cgroup. With `running`
+        (the default: a cgroup found already there, whose first exec may have come before the
+        agent) its capability checks are all the workload's; without it (a cgroup just made, where
+        nothing ran) checks before its first exec are tagged as the container runtime's start-up.
+        """
         with self._lock:
             try:
                 self._tracked[self._tracked.Key(cgroup_id)] = self._tracked.Leaf(1)
             except Exception:  # bcc raises a bare Exception when the map is full
                 self._lost(LOSS_TRACK, "tracked", cgroup_id)
+                return
+            if running:
+                self._mark_exec_seen(cgroup_id)
+
+    def _mark_exec_seen(self, cgroup_id: int) -> None:
+        try:
+            self._exec_seen[self._exec_seen.Key(cgroup_id)] = self._exec_seen.Leaf(1)
+        except Exception:  # full: caps.c then takes every check for the workload's (fail safe)
+            losses = self.loader.table("exec_mark_losses")
+            key = losses.Key(LOSS_MARK_USER)
+            losses[key] = losses.Leaf(losses[key].value + 1)
+            log.warning(
+                "cgroup %d's first exec cannot be marked: the `exec_seen` map is full, so no "
+                "capability check is told apart as start-up any more; raise its size in "
+                "agent/probes/process.c",
+                cgroup_id,
+            )
 
     def learn(self, cgroup_id: int, running: bool = False) -> None:
         """Learn this cgroup's syscall set; attaches sys_enter. A provisional entry is claimed
@@ -215,9 +245,10 @@ class Control:
                 self._hold(self._read(cgroup_id, current))
             if current is not None:
                 self._delete(cgroup_id)
-            key = self._tracked.Key(cgroup_id)
-            if key in self._tracked:
-                del self._tracked[key]
+            for table in (self._tracked, self._exec_seen):
+                key = table.Key(cgroup_id)
+                if key in table:
+                    del table[key]
             for name in ("open_seen", "flows_seen", "caps_seen", "deviations"):
                 self._clear(name, cgroup_id)
             self._drop_state(cgroup_id)
@@ -418,9 +449,12 @@ class Control:
         with self._lock:
             table = self.loader.table("cgroup_losses")
             kernel = [int(table.sum(table.Key(i)).value) for i in (LOSS_TRACK, LOSS_LEARN)]
+            marks = self.loader.table("exec_mark_losses")
+            unmarked = sum(int(v.value) for v in marks.values())
             return CgroupLosses(
                 kernel[0] + self._user_losses[LOSS_TRACK],
                 kernel[1] + self._user_losses[LOSS_LEARN],
+                unmarked,
             )
 
     def drops(self) -> dict[int, int]:

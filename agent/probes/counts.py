@@ -24,7 +24,11 @@ _CGID = struct.Struct("<Q")
 _OPEN_KEY = struct.Struct("<QiI")  # cgid, result class (0 or the errno), flags; then the path
 _OPEN_HEAD = struct.Struct("<iI")  # the open record's return value and flags
 _PAIR = struct.Struct("<II")
-_ACCEPT = 2  # accepted flows are counted without the peer's ephemeral port
+_PORTS = struct.Struct("<HH")  # a flow record's remote and local port, at _PORTS_AT in its body
+_PORTS_AT = 12
+_ACCEPT, _UDP_SEND = 2, 3
+# network.c EPHEMERAL_MIN: a UDP send from a lower port is a reply, keyed by that port.
+EPHEMERAL_MIN = 32768
 
 
 @dataclass(frozen=True)
@@ -53,13 +57,27 @@ def kernel_key(record: bytes) -> tuple[int, bytes] | None:
         ret, flags = _OPEN_HEAD.unpack_from(body)
         return kind, _OPEN_KEY.pack(cgroup_id, min(ret, 0), flags) + body[16:272]
     if kind == pb.EVENT_TYPE_NETWORK_FLOW:
-        key = body[: FLOW.size]  # the whole body: network.c struct flow_key
-        return kind, key[:12] + b"\0\0" + key[14:] if key[8] == _ACCEPT else key
+        return kind, _flow_key(body[: FLOW.size])  # network.c struct flow_key
     if kind == pb.EVENT_TYPE_CAPABILITY_USE:
         return kind, cgid + body[: _PAIR.size]
     if kind == pb.EVENT_TYPE_SYSCALL_DEVIATION:
         return kind, cgid + struct.pack("<Q", _PAIR.unpack_from(body)[0])
     return None
+
+
+def _flow_key(body: bytes) -> bytes:
+    """A flow record's key in flows_seen: the record itself (network.c struct flow_key) with the
+    real ports the kernel leaves out of the key zeroed: an accept's peer port; a UDP send's own
+    port unless below EPHEMERAL_MIN (a reply), and then the peer's port if ephemeral."""
+    remote, local = _PORTS.unpack_from(body, _PORTS_AT)
+    if body[8] == _ACCEPT:
+        remote = 0
+    elif body[8] == _UDP_SEND:
+        local = local if local < EPHEMERAL_MIN else 0
+        remote = 0 if local and remote >= EPHEMERAL_MIN else remote
+    else:
+        return body
+    return body[:_PORTS_AT] + _PORTS.pack(remote, local) + body[_PORTS_AT + _PORTS.size :]
 
 
 class _First:

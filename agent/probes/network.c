@@ -7,7 +7,18 @@
  * before its SYN (no route, for example) never reaches SYN_SENT and is not reported. Accepted
  * connections come from SYN_RECV -> ESTABLISHED. State changes run in softirq context, often on
  * the peer's task, so they are attributed by the socket's own cgroup. De-duplicated by key, the
- * connect's return value included. */
+ * connect's return value included.
+ *
+ * A UDP send carries the sending socket's local port (an unbound socket is bound to an ephemeral
+ * port by inet_send_prepare before the hook runs, so it is known; 0 would mean unknown) and its
+ * bound address (none for the wildcard), so the runtime tells a server's reply (sent from its
+ * service port) from a client's send. Its key keeps the service side of the pair, like an
+ * accept's: a send from a port below EPHEMERAL_MIN (a reply) is keyed without the peer's port
+ * when that one is ephemeral, and a send from an ephemeral (or unknown) port without its own
+ * port; so a reply and a client's send to the same peer stay apart, and neither makes one key
+ * per client or per query. The event carries both real ports. EPHEMERAL_MIN is Linux's default
+ * ip_local_port_range start; a namespace with another range only gets fewer de-duplicated
+ * sends, never other ports. agent.probes.counts mirrors the key. */
 #define DIR_CONNECT 1
 #define DIR_ACCEPT 2
 #define DIR_UDP_SEND 3
@@ -16,6 +27,7 @@
 #define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
 #define ECONNABORTED 103
+#define EPHEMERAL_MIN 32768
 
 struct flow_key {
     u64 cgid;
@@ -59,7 +71,10 @@ static __always_inline void current_task(struct flow_task *t) {
     bpf_get_current_comm(&t->comm, sizeof(t->comm));
 }
 
-static __always_inline void flow(struct flow_key *k, struct flow_task *t, u16 remote_port) {
+/* Reports a flow once per key; `remote_port` and `local_port` are the real ports, which the key
+ * may leave out. */
+static __always_inline void flow(struct flow_key *k, struct flow_task *t, u16 remote_port,
+                                 u16 local_port) {
     u64 one = 1, *count = flows_seen.lookup(k);
     if (count) {
         __sync_fetch_and_add(count, 1);
@@ -80,7 +95,23 @@ static __always_inline void flow(struct flow_key *k, struct flow_task *t, u16 re
     }
     __builtin_memcpy(&e->k, k, sizeof(*k));
     e->k.remote_port = remote_port;
+    e->k.local_port = local_port;
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+/* The sending socket's bound address (0 for the wildcard) and port (host order in bpf_sock). */
+static __always_inline u16 udp_local(struct bpf_sock_addr *ctx, struct flow_key *k) {
+    struct bpf_sock *sk = ctx->sk;
+    if (!sk)
+        return 0;
+    if (k->family == 2) {
+        u32 ip = sk->src_ip4;
+        __builtin_memcpy(k->local, &ip, 4);
+    } else {
+        u32 ip6[4] = {sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3]};
+        __builtin_memcpy(k->local, ip6, 16);
+    }
+    return sk->src_port;
 }
 
 static __always_inline int sock_addr(struct bpf_sock_addr *ctx, u8 direction, u8 family) {
@@ -108,9 +139,18 @@ static __always_inline int sock_addr(struct bpf_sock_addr *ctx, u8 direction, u8
         connecting.update(&sk, &p);
         return 1;
     }
+    u16 remote_port = k.remote_port, local_port = 0;
+    if (direction == DIR_UDP_SEND) {
+        local_port = udp_local(ctx, &k);
+        if (local_port && local_port < EPHEMERAL_MIN) {
+            k.local_port = local_port; /* a reply: keyed by the service port */
+            if (remote_port >= EPHEMERAL_MIN)
+                k.remote_port = 0;
+        }
+    }
     struct flow_task t = {};
     current_task(&t);
-    flow(&k, &t, k.remote_port);
+    flow(&k, &t, remote_port, local_port);
     return 1;
 }
 
@@ -169,7 +209,7 @@ static __always_inline int connected(struct inet_state_args *args, u64 sk) {
     __builtin_memcpy(&t, &p->t, sizeof(t));
     connecting.delete(&sk);
     k.ret = args->newstate == TCP_ESTABLISHED ? 0 : connect_error(args->skaddr);
-    flow(&k, &t, k.remote_port);
+    flow(&k, &t, k.remote_port, k.local_port);
     return 1;
 }
 
@@ -190,7 +230,7 @@ static __always_inline void accepted(struct inet_state_args *args) {
         __builtin_memcpy(k.remote, args->daddr_v6, 16);
     }
     /* the key leaves out the peer's ephemeral port, which would defeat de-duplication */
-    flow(&k, 0, args->dport);
+    flow(&k, 0, args->dport, k.local_port);
 }
 
 int on_inet_state(struct inet_state_args *args) {

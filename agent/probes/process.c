@@ -1,6 +1,8 @@
 /* Process tree of tracked cgroups: exec (path, argv, ids, the kinds of fds 0-2, the working
  * directory), failed execs (at sys_exit_execve, sharing the file probes' syscall-tracepoint tax),
- * fork (processes, not threads) and exit. */
+ * fork (processes, not threads) and exit; and each tracked cgroup's first successful exec, the
+ * end of the container runtime's start-up (as for syscall sets in syscalls.c), which caps.c
+ * needs to tell the runtime's capability checks from the workload's. */
 #define ARGS_MAX 1024
 #define ARG_SLOTS 8 /* failed execs: argv[i] at args + i * ARG_SLOT, from the caller's memory */
 #define ARG_SLOT 128
@@ -32,6 +34,28 @@ struct exec_event {
     char args[ARGS_MAX];
     char cwd[CWD_DEPTH][CWD_NAME];
 };
+
+/* Tracked cgroups whose first exec was seen (value 1): set here at the exec, by user space for
+ * cgroups that ran before the agent tracked them (agent.probes.control `track`), and by caps.c
+ * for a cgroup below one whose exec was seen (a container's own sub-cgroup). The entry goes
+ * with the cgroup's tracking (Control.forget), so it never holds more than `tracked`. A marker
+ * that cannot be stored is counted in exec_mark_losses (slot 0 here, slot 1 user space); any
+ * loss makes caps.c take every check for the workload's, the safe side: a check wrongly taken
+ * for start-up would let hardening drop a capability the workload needs. */
+BPF_HASH(exec_seen, u64, u8, 16384);
+BPF_ARRAY(exec_mark_losses, u64, 2);
+
+static __always_inline void mark_exec_seen(u64 cgid) {
+    u8 one = 1;
+    if (exec_seen.lookup(&cgid))
+        return;
+    if (exec_seen.update(&cgid, &one)) {
+        int slot = 0;
+        u64 *lost = exec_mark_losses.lookup(&slot);
+        if (lost)
+            __sync_fetch_and_add(lost, 1);
+    }
+}
 
 static __always_inline void *read_ptr(void *base, u32 off) {
     void *p = 0;
@@ -113,6 +137,7 @@ int on_exec(struct exec_args *args) {
     u64 cgid = bpf_get_current_cgroup_id();
     if (!is_tracked(cgid))
         return 0;
+    mark_exec_seen(cgid); /* before the event, which a full ring may drop */
     struct exec_event *e = events.ringbuf_reserve(sizeof(*e));
     if (!e) {
         count_drop(EV_EXEC);

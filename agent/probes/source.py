@@ -15,6 +15,9 @@ with no prefix to configure or to derive from the cgroups present at start (a ku
 later, or a first pod, would be missed), and all its descendants (containers' own sub-cgroups)
 with it. `parallax run`'s local pods are tracked by the `/parallax/` prefix. A cgroup a rule
 matches but the kernel cannot keep (a full map) is counted and reported as a map-full drop.
+The exec probe is attached before the rules, so a new cgroup's first exec is always seen and
+its capability checks before it are tagged as start-up; containers present at start ran before
+the agent and count as exec'd.
 
 Syscall learning follows agent.learning's targets (see agent.probes.control): with `learn_new`,
 a new container's cgroup is learned provisionally from its mkdir, so its start-up is in its set
@@ -87,14 +90,18 @@ class KernelSource:
         self._queued = 0  # events ever queued, written by the consumer thread only
         self._taken = 0  # events ever read, written by `read` only
         self._report_every, self._last_report = report_every, time.monotonic()
+        # The exec probe first: a cgroup the rules track from its mkdir must have its first
+        # exec seen, or caps.c would take all its capability checks for start-up.
+        for group in EVENT_GROUPS:
+            self.loader.attach(group)
         self.control.arm_kube(learn=learn_new)
         for prefix in PREFIXES:
             self.control.arm_prefix(prefix, learn=learn_new)
         for cgroup_id, path in existing:
             if is_container(path):
-                self.control.track(cgroup_id)
-        for group in EVENT_GROUPS:
-            self.loader.attach(group)
+                # A container running before us: its first exec counts as seen. Not a pod slice,
+                # which runs nothing itself: its later containers inherit no exec from it.
+                self.control.track(cgroup_id, running=learns(path))
         self.consumer = Consumer(self.loader, self._sink, drained=self._drained, room=self._room)
         self.consumer.start()
 
@@ -204,6 +211,8 @@ class KernelSource:
             out[(pb.EVENT_TYPE_UNSPECIFIED, full)] = losses.untracked
         if losses.unlearned:
             out[(pb.EVENT_TYPE_SYSCALL_SET, full)] = losses.unlearned
+        if losses.unmarked:  # first execs not marked: start-up checks counted as the workload's
+            out[(pb.EVENT_TYPE_CAPABILITY_USE, full)] = losses.unmarked
         decode = blind_spot_pb2.DROP_SOURCE_DECODE
         for kind, n in self.consumer.lost().items():  # records the agent could not read
             out[(kind, decode)] = n

@@ -47,11 +47,15 @@ RECORDS = {
     "udp": record(
         7, FLOW.pack(77, 3, 2, 17, 53, 40000, V4.ljust(16, b"\0"), V4.ljust(16, b"\0"), 0)
     ),
+    "udp-reply": record(7, FLOW.pack(77, 3, 2, 17, 40000, 5353, V4.ljust(16, b"\0"), bytes(16), 0)),
+    "udp-reply-v6": record(7, FLOW.pack(77, 3, 10, 17, 40000, 5353, V6, V6, 0)),
     "fork": record(4, PAIR.pack(4242, 0)),
     "exit-code": record(5, PAIR.pack(3 << 8, 0)),
     "exit-signal": record(5, PAIR.pack(9, 0)),
     "cap-allowed": record(9, PAIR.pack(21, 1)),
     "cap-denied": record(9, PAIR.pack(12, 0)),
+    "cap-startup": record(9, PAIR.pack(21, 3)),
+    "cap-startup-denied": record(9, PAIR.pack(21, 2)),
     "deviation": record(2, DEVIATION.pack(165, 0)),
     "no-task": record(7, FLOW.pack(0, 2, 2, 6, 50000, 443, V4.ljust(16, b"\0"), bytes(16), 0), 0),
 }
@@ -83,20 +87,19 @@ def reference(raw: bytes) -> pb.Event:
             rport,
         )
         if lport:
-            n.local_address, n.local_port = (
-                socket.inet_ntop(_AF[family], local[: _LEN[family]]),
-                lport,
-            )
+            n.local_port = lport
+            if any(local):  # a socket bound to the wildcard: its address unknown
+                n.local_address = socket.inet_ntop(_AF[family], local[: _LEN[family]])
     elif kind == pb.EVENT_TYPE_PROCESS_FORK:
         event.process_fork.child_pid = PAIR.unpack_from(body)[0]
     elif kind == pb.EVENT_TYPE_PROCESS_EXIT:
         code = PAIR.unpack_from(body)[0]
         event.process_exit.exit_code, event.process_exit.signal = (code >> 8) & 0xFF, code & 0x7F
     elif kind == pb.EVENT_TYPE_CAPABILITY_USE:
-        number, allowed = PAIR.unpack_from(body)
+        number, flags = PAIR.unpack_from(body)  # caps.c: allowed 1, made before the first exec 2
         c = event.capability_use
         c.capability_name, c.capability_number = capability_name(number), number
-        c.allowed, c.count = bool(allowed), 1
+        c.allowed, c.runtime_startup, c.count = bool(flags & 1), bool(flags & 2), 1
     else:
         nr, _ = DEVIATION.unpack_from(body)
         d = event.syscall_deviation
@@ -161,6 +164,29 @@ def test_fields_follow_the_record_layout() -> None:
     assert isinstance(exited, tuple) and (exited[10], exited[11]) == (3, 0)
     cap = decode_compact(RECORDS["cap-allowed"])
     assert isinstance(cap, tuple) and (cap[7], cap[8], cap[11]) == (1, "CAP_SYS_ADMIN", 21)
+    # CAPABILITY_USE bits: allowed | runtime_startup << 1
+    startup = decode_compact(RECORDS["cap-startup"])
+    assert isinstance(startup, tuple) and startup[7] == 0b11
+    denied = decode_compact(RECORDS["cap-startup-denied"])
+    assert isinstance(denied, tuple) and denied[7] == 0b10
+    use = decode_event(RECORDS["cap-startup-denied"])
+    assert isinstance(use, pb.Event)
+    assert (use.capability_use.allowed, use.capability_use.runtime_startup) == (False, True)
+
+
+def test_udp_send_carries_its_local_port() -> None:
+    """n2 is a UDP send's local port; an address only when the socket is bound to one."""
+    reply = decode_compact(RECORDS["udp-reply"])
+    assert isinstance(reply, tuple)
+    assert (reply[7] & 0xF, reply[8], reply[9], reply[11], reply[12]) == (
+        pb.FLOW_DIRECTION_UDP_SEND,
+        "10.0.3.7",
+        "",
+        40000,
+        5353,
+    )
+    bound = decode_compact(RECORDS["udp-reply-v6"])
+    assert isinstance(bound, tuple) and (bound[9], bound[12]) == ("fd00::7", 5353)
 
 
 def test_other_records_decode_as_before() -> None:

@@ -1,7 +1,8 @@
 """Events of one workload in its own cgroup: the exec tree, opens with failures marked, a loopback
 connect/accept, capability checks and a DNS query with its answer; connects with their outcome
-(refused, timed out, non-blocking); dual-stack sockets' IPv4 peers as IPv4; DNS answers past 512
-bytes, cut ones counted, and DNS over TCP."""
+(refused, timed out, non-blocking); dual-stack sockets' IPv4 peers as IPv4; UDP sends with their
+local port (a server's replies apart from its clients' sends); DNS answers past 512 bytes, cut
+ones counted, and DNS over TCP."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import pytest
 from parallax.runtime.v1 import event_pb2 as pb
+from parallax.type.v1 import platform_pb2
 
+from agent.decode import FLOW, HEADER
 from agent.localpod import local_pod
+from agent.probes.counts import EPHEMERAL_MIN, kernel_key
 from agent.record import Session
 
 pytestmark = pytest.mark.ebpf
@@ -278,6 +282,82 @@ def test_dual_stack_peers_are_ipv4(probes: Session) -> None:
     for flow in connects:
         assert (flow.remote_address, flow.remote_port) == ("127.0.0.1", port)
         assert flow.family == pb.ADDRESS_FAMILY_INET and flow.return_value == 0
+
+
+UDP_SERVER = r"""
+import socket
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for port in range(5353, 5453):  # a service port, below the ephemeral range
+    try:
+        srv.bind(("127.0.0.1", port))
+        break
+    except OSError:
+        continue
+clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+clients[1].bind(("127.0.0.1", 0))  # the others are unbound until their first send
+ports = []
+for c in clients:
+    c.settimeout(10)
+    c.sendto(b"ping", srv.getsockname())
+    _, peer = srv.recvfrom(64)
+    srv.sendto(b"pong", peer)
+    assert c.recv(64) == b"pong"
+    ports.append(c.getsockname()[1])
+print(port, *ports)
+"""
+
+
+def test_udp_sends_carry_their_local_port(probes: Session) -> None:
+    """A UDP server on a service port replying to clients on ephemeral ports: its replies carry
+    the service port as local port and the client's as remote; a client's send carries its own
+    ephemeral port, even from a socket unbound before the send (the kernel binds it before the
+    sendmsg hook runs). Replies and client sends are keyed apart, each kept to one event: the
+    replies without the clients' ports, the sends without their own."""
+    with local_pod("test", "udp-server") as pod:
+        probes.control.track(pod.cgroup_id)
+        proc = pod.spawn([sys.executable, "-c", UDP_SERVER], stdout=subprocess.PIPE)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert probes.collector.wait_for(
+            lambda c: any(e.pid == proc.pid for e in c.events(pod.cgroup_id, "process_exit")),
+            timeout=10,
+        )
+        events = probes.collector.events(pod.cgroup_id, "network_flow")
+        counts = probes.control.dedup_counts("flows_seen")
+        probes.control.forget(pod.cgroup_id)
+    server, *clients = map(int, out.split())
+    assert server < EPHEMERAL_MIN <= min(clients)
+    sends = _flows(events, lambda f: f.direction == pb.FLOW_DIRECTION_UDP_SEND)
+    replies = [f for f in sends if f.local_port == server]
+    assert [(f.remote_address, f.remote_port, f.local_address) for f in replies] == [
+        ("127.0.0.1", clients[0], "127.0.0.1")
+    ]
+    asks = sorted((f.local_port, f.local_address) for f in sends if f.remote_port == server)
+    # unbound clients 0 and 2 share a key (reported once, with client 0's port); bound client 1
+    # has its own (its address is known)
+    assert asks == sorted([(clients[0], ""), (clients[1], "127.0.0.1")])
+    assert len(sends) == 3
+    by_port = {f.local_port: f for f in sends}
+    hits = {port: counts.get(_flow_key(pod.cgroup_id, by_port[port])) for port in by_port}
+    assert hits == {server: 3, clients[0]: 2, clients[1]: 1}
+
+
+def _flow_key(cgroup_id: int, f: pb.NetworkFlow) -> bytes:
+    """The flows_seen key agent.probes.counts derives from the record of an IPv4 flow `f`."""
+    raw = HEADER.pack(pb.EVENT_TYPE_NETWORK_FLOW, 0, 0, 0, 0, cgroup_id, b"") + FLOW.pack(
+        cgroup_id,
+        f.direction,
+        2,
+        17 if f.protocol == platform_pb2.PROTOCOL_UDP else 6,
+        f.remote_port,
+        f.local_port,
+        socket.inet_aton(f.remote_address).ljust(16, b"\0"),
+        socket.inet_aton(f.local_address or "0.0.0.0").ljust(16, b"\0"),
+        f.return_value,
+    )
+    found = kernel_key(raw)
+    assert found is not None
+    return found[1]
 
 
 UDP_DNS = r"""
