@@ -82,6 +82,13 @@ def generate(profile: Profile, options: SeccompOptions) -> GeneratedSeccomp:
     allowed = tuple(sorted(names))
     body = _body(allowed, arches, options.audit)
     state, reason = readiness([profile])
+    if not observed:  # a profile allowing only a base set would stop the workload at once
+        state = Readiness.INSUFFICIENT_EVIDENCE
+        reason = (
+            "no syscall was recorded for this container (syscalls are recorded only while its "
+            "workload is opted in to learning); a profile from it would deny what the workload "
+            "needs, review only"
+        )
     return GeneratedSeccomp(
         profile=profile,
         audit=options.audit,
@@ -124,7 +131,12 @@ def lint(names: tuple[str, ...], executables: tuple[str, ...] = ()) -> tuple[Lin
 
 
 def runtime_default_verdict(names: tuple[str, ...]) -> RuntimeDefaultVerdict:
-    """Say whether RuntimeDefault already allows every observed syscall."""
+    """Say whether RuntimeDefault already allows every observed syscall (no verdict without
+    any observed)."""
+    if not names:
+        return RuntimeDefaultVerdict(
+            False, "no syscall was observed: no evidence that RuntimeDefault is safe", ()
+        )
     blocked = tuple(n for n in names if n in seccomp_rules.RUNTIME_DEFAULT_BLOCKED)
     if not blocked:
         return RuntimeDefaultVerdict(

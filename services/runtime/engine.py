@@ -100,8 +100,7 @@ class Engine:
         node = self.nodes.get(batch.report.node) or Node(batch.report.node)
         self.nodes[node.node] = node
         resumed = (node.node, node.last_report)  # the time before this batch was not watched
-        dropped, unattributed = node.apply(batch, now)
-        gaps = batch.report.gaps
+        dropped, unattributed, gaps = node.apply(batch, now)
         touched: dict[str, Profile] = {}
         seen_origins: dict[int, tuple[Profile, ContainerState]] = {}
         for step in batch.steps:
@@ -218,6 +217,7 @@ class Engine:
         self.profiles[profile.name] = self.current[slot] = profile
         if current is not None:
             current.current = False
+            current.stop(now, f"superseded by image digest {digest} before its window was watched")
             touched[current.name] = current
         return profile
 
@@ -284,12 +284,16 @@ class Engine:
             record = self._workload(workload, now)
             record.learning_enabled = enabled
             changes = Changes(workloads=[record])
+            for (owner, name), profile in self.current.items():
+                if owner != workload or container not in ("", name):
+                    continue
+                if enabled:
+                    profile.restart(now, window or self.default_window)
+                elif not profile.stop(now):
+                    continue
+                changes.profiles.append(profile)
             if enabled:
                 record.window, record.learning_start = window, now
-                for (owner, name), profile in self.current.items():
-                    if owner == workload and container in ("", name):
-                        profile.restart(now, window or self.default_window)
-                        changes.profiles.append(profile)
             self._commit(changes, lambda: None)
             return record
 

@@ -184,6 +184,18 @@ class Profile:
         self.changed = True
         return True
 
+    def stop(self, now: float, why: str = "") -> bool:
+        """End learning before its window was watched (opted out, or a new image digest took
+        over): PARTIAL, saying why and how much was watched, never COMPLETE. Returns whether it
+        was learning."""
+        if self.state is not State.LEARNING:
+            return False
+        why = why or "learning stopped by the operator before its window was watched"
+        self.state, self.complete_time, self.update_time = State.PARTIAL, now, now
+        self.reason = f"PARTIAL: {why} ({self.watched:g}s of {self.window:g}s watched)"
+        self.changed = True
+        return True
+
     def note_gap(self, detail: str) -> None:
         """Count an observation gap reported on a node of a replica while learning."""
         self.gaps += 1

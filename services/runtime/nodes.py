@@ -10,6 +10,7 @@ from services.runtime import domain
 
 SILENT_AFTER = 150.0  # agents report at least every minute, idle or not (agent.ship.outbox)
 MAX_GAPS = 100
+GAP_AGENT_RESTART = 1  # the contract's GapReason
 MAX_AGENTS = 16  # agents per node whose sessions are tracked apart
 
 Counts = dict[tuple[int, int], int]
@@ -38,9 +39,22 @@ class Node:
     # taking turns never retire and re-count each other's totals.
     other_sessions: dict[str, tuple[str, Counts]] = field(default_factory=dict)
 
-    def apply(self, batch: domain.Batch, now: float) -> tuple[int, int]:
-        """Fold a batch in; return (events newly dropped, unattributed events) it reported."""
+    def apply(self, batch: domain.Batch, now: float) -> tuple[int, int, tuple[domain.Gap, ...]]:
+        """Fold a batch in; return the events newly dropped, the unattributed events and the
+        gaps it reported, with one for the time between an agent's sessions (a restart: from its
+        previous session's last report to this one's first, nothing was observed)."""
         report = batch.report
+        restart: tuple[domain.Gap, ...] = ()
+        if (
+            report.agent_id == self.agent_id
+            and report.session_id != self.session_id
+            and self.last_report
+        ):
+            detail = (
+                f"agent {report.agent_id} restarted (session {self.session_id} -> "
+                f"{report.session_id}): nothing observed in between"
+            )
+            restart = (domain.Gap(0, GAP_AGENT_RESTART, self.last_report, now, detail),)
         if report.agent_id != self.agent_id and self.agent_id:
             self.other_sessions[self.agent_id] = (self.session_id, self.session_drops)
             self.session_id, self.session_drops = self.other_sessions.pop(report.agent_id, ("", {}))
@@ -65,8 +79,9 @@ class Node:
                 dropped += total - before
                 self.session_drops[key] = total
         _add(self.unattributed, report.unattributed)
-        self.gaps = sorted([*report.gaps, *self.gaps], key=lambda g: -g.start)[:MAX_GAPS]
-        return dropped, sum(report.unattributed.values())
+        gaps = (*report.gaps, *restart)
+        self.gaps = sorted([*gaps, *self.gaps], key=lambda g: -g.start)[:MAX_GAPS]
+        return dropped, sum(report.unattributed.values()), gaps
 
     def drops(self) -> Counts:
         """Return events lost per (event type, source), summed over sessions and agents."""

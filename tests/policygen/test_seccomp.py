@@ -128,3 +128,13 @@ def test_a_syscall_libseccomp_cannot_name_is_left_out() -> None:
     generated = seccomp.generate(profile, seccomp.SeccompOptions())
     assert generated.syscall_names == ("read",)
     assert json.loads(generated.oci_json())["syscalls"][0]["names"] == ["read"]
+
+
+def test_a_profile_without_syscalls_is_never_ready_or_runtime_default_safe(cart: Profile) -> None:
+    """A COMPLETE profile of a workload never opted in to learning holds no syscall: a profile
+    generated from it would deny everything the workload does."""
+    empty = dataclasses.replace(cart, syscalls=())
+    generated = seccomp.generate(empty, seccomp.SeccompOptions())
+    assert generated.readiness is Readiness.INSUFFICIENT_EVIDENCE
+    assert "no syscall was recorded" in generated.readiness_reason
+    assert not generated.runtime_default.safe

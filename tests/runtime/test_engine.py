@@ -337,3 +337,39 @@ def test_after_a_restart_an_empty_process_table_is_no_container_start(
         a.evidence["path"]: a for a in restarted.alerts.live.values() if a.rule_id == "R0001"
     }
     assert unexpected["/usr/bin/dpkg"].evidence["parent"] == "pid 900 (not seen in the container)"
+
+
+def test_opting_out_ends_learning_as_partial_never_complete(core: Engine, clock: Clock) -> None:
+    ingest(core, b.batch(1, [b.wire_exec("/app/server")]))
+    b.watch(core, 600)
+    core.set_learning(b.CART, "", False, None)
+    profile = core.current[(b.CART, "cart")]
+    assert profile.state is State.PARTIAL and "stopped by the operator" in profile.reason
+    assert "600s of 3600s watched" in profile.reason
+    ingest(core, b.batch(2, [b.wire_exec("/usr/bin/id", pid=300, at=clock.now)]))
+    assert not any(key[0] == "/usr/bin/id" for key in profile.items[Category.EXEC])
+    b.watch(core, 3601)
+    assert profile.state is State.PARTIAL  # the clock does not complete it later
+    assert Engine(core.store, clock).current[(b.CART, "cart")].state is State.PARTIAL
+
+
+def test_an_agent_restart_is_a_gap_and_its_blind_window_makes_learning_partial(
+    core: Engine, clock: Clock
+) -> None:
+    ingest(core, b.batch(1, [b.wire_exec("/app/server")]))
+    clock.now += 4  # the agent is killed and comes back with a new session
+    ingest(core, b.batch(1, [], session="s2"))
+    (gap,) = core.nodes["n1"].gaps
+    assert gap.reason == 1 and (gap.start, gap.end) == (b.T0, b.T0 + 4)
+    assert "agent agent-n1 restarted (session s1 -> s2)" in gap.detail
+    b.watch(core, 3601)
+    profile = core.current[(b.CART, "cart")]
+    assert profile.state is State.PARTIAL and "restarted" in profile.reason
+
+
+def test_a_superseded_profile_stops_learning(core: Engine) -> None:
+    ingest(core, b.batch(1, [b.wire_exec("/app/server")]))
+    old = core.current[(b.CART, "cart")]
+    ingest(core, b.batch(2, [b.wire_exec("/app/server", digest="sha256:" + "b" * 64)]))
+    assert not old.current and old.state is State.PARTIAL
+    assert "superseded by image digest sha256:bbbb" in old.reason
