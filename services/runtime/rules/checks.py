@@ -198,10 +198,9 @@ def check_flow(event: domain.Event, profile: Profile, box: ContainerState) -> li
             )
         )
     if not accepted and flow.remote_port in MINING_PORTS:
+        verb = "connected to" if flow.return_value >= 0 else "tried to connect to"
         found.append(
-            _hit(
-                "R0006", remote, f"{where} connected to mining port {remote}", remote_address=remote
-            )
+            _hit("R0006", remote, f"{where} {verb} mining port {remote}", remote_address=remote)
         )
     if not accepted and _complete(profile):
         names = box.dns.get(flow.remote_address, ())
