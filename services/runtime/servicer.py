@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
+from opentelemetry import trace
 from parallax.runtime.v1 import runtime_service_pb2 as pb
 from parallax.runtime.v1 import runtime_service_pb2_grpc as pb_grpc
 from parallax.type.v1 import change_pb2
@@ -70,11 +71,28 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
     def ReportEvents(  # type: ignore[override]
         self, request_iterator: Iterable[bytes], context: Any
     ) -> Iterator[pb.ReportEventsResponse]:
+        span = trace.get_current_span()  # the RPC's: one per agent stream
         for index, raw in enumerate(_messages(request_iterator)):
             request = _decode(raw, index)
             _check_node(context, request, self.agents)
+            if not index:
+                span.set_attributes(
+                    {
+                        "parallax.agent.id": request.agent_id,
+                        "parallax.agent.session": request.session_id,
+                        "k8s.node.name": request.node_name,
+                    }
+                )
             batch = wire.batch(request, self.engine.clock(), self.plans)
             duplicate = self.engine.ingest(batch)
+            span.add_event(
+                "batch",
+                {
+                    "parallax.batch.sequence": request.sequence,
+                    "parallax.batch.events": batch.event_count,
+                    "parallax.batch.duplicate": duplicate,
+                },
+            )
             del batch
             self.settler.settle()
             yield pb.ReportEventsResponse(

@@ -184,6 +184,17 @@ def test_undecodable_batch_named_by_its_place_in_the_stream_and_traced(
     (span,) = [s for s in exporter.get_finished_spans() if s.name == REPORT_EVENTS]
     assert span.attributes is not None
     assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert span.attributes["parallax.agent.id"] == "agent-n1"
+    assert span.attributes["k8s.node.name"] == "n1"
+    (batch,) = [e for e in span.events if e.name == "batch"]
+    assert batch.attributes is not None
+    assert (
+        batch.attributes["parallax.batch.sequence"],
+        batch.attributes["parallax.batch.events"],
+    ) == (
+        1,
+        1,
+    )
 
 
 def test_profile_lookup_errors(stub: pb_grpc.RuntimeServiceStub) -> None:
