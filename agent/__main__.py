@@ -72,8 +72,20 @@ class KernelRead(Protocol):
         """Cgroups created or removed since the previous read."""
 
 
+class SyscallGate(Protocol):
+    """Whether the syscall-recording program is attached (agent.probes.control.Control)."""
+
+    @property
+    def syscalls_attached(self) -> bool:
+        """True while sys_enter is attached."""
+
+
 class EventSource(Protocol):
     """The kernel side as the agent's main loop uses it (agent.probes.source.KernelSource)."""
+
+    @property
+    def control(self) -> SyscallGate:
+        """The probes' control: says whether sys_enter is attached."""
 
     def read(self, timeout: float) -> KernelRead:
         """Wait at most `timeout` seconds for events, then return what was read."""
@@ -105,6 +117,7 @@ def pump(
         sender.submit(ready)
         sender.set_drops(dict(source.drops()))
         metrics.held.set(attributor.held)
+        metrics.sys_enter_attached.set(source.control.syscalls_attached)
 
 
 class Clock:

@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 REGISTRY = Path("/run/parallax/pods")
 PREFIX = "parallax"
 _CLONE_NEWNET = 0x40000000
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def cgroup2_mount() -> Path:
@@ -30,21 +32,44 @@ def cgroup2_mount() -> Path:
     raise RuntimeError("cgroup v2 is not mounted: mount -t cgroup2 none /sys/fs/cgroup/unified")
 
 
+def check_identity(image_digest: str, kind: str, workload: str) -> None:
+    """Raise ValueError unless `image_digest` is empty or sha256:<64 hex>, and `kind` and
+    `workload` are both given or both empty."""
+    if image_digest and not _DIGEST.fullmatch(image_digest):
+        raise ValueError(
+            f"image digest {image_digest!r} is not sha256: followed by 64 lowercase hex digits: "
+            "pass it as the registry reports it (sha256:<64 hex>)"
+        )
+    if bool(kind) != bool(workload):
+        raise ValueError(
+            "an owner workload needs both its kind and its name: pass --kind and --workload "
+            "together (or neither, for a pod that is its own workload)"
+        )
+
+
 @dataclass
 class LocalPod:
-    """A pod made of one cgroup (and maybe one netns); the command is started with `spawn`."""
+    """A pod made of one cgroup (and maybe one netns); the command is started with `spawn`.
+    `image` and `image_digest` are what the pod status would report (a new digest starts a new
+    profile in the runtime); `kind` and `workload` name its owner, given together (default: the
+    pod itself, kind Pod)."""
 
     namespace: str
     pod: str
     labels: dict[str, str] = field(default_factory=dict)
     container: str = "main"
     netns: bool = False
+    image: str = ""
+    image_digest: str = ""
+    kind: str = ""
+    workload: str = ""
     cgroup: Path = field(init=False)
     cgroup_id: int = field(init=False, default=0)
     netns_name: str = field(init=False, default="")
     address: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
+        check_identity(self.image_digest, self.kind, self.workload)
         self.cgroup = cgroup2_mount() / PREFIX / self.namespace / self.pod
 
     @property
@@ -68,6 +93,10 @@ class LocalPod:
             "cgroup_path": self.cgroup_path,
             "netns": self.netns_name,
             "address": self.address,
+            "image": self.image,
+            "image_digest": self.image_digest,
+            "kind": self.kind,
+            "workload": self.workload,
         }
         (REGISTRY / f"{self.cgroup_id}.json").write_text(json.dumps(entry, indent=2))
 

@@ -1,6 +1,7 @@
 """The agent's Prometheus metrics: events by type, unattributed events by reason, drops by type
-and source, the send buffer's depth, held events and batch outcomes; served over HTTP for
-scraping. The shipper and the main loop update them; tests read them from their registry."""
+and source, the send buffer's depth, held events, whether sys_enter is attached and batch
+outcomes; served over HTTP for scraping. The shipper and the main loop update them; tests read
+them from their registry."""
 
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ class AgentMetrics:
         )
         self.buffer_depth = gauge("parallax_agent_buffer_events", "Events not yet acknowledged.")
         self.held = gauge("parallax_agent_held_events", "Events held for attribution.")
+        self.sys_enter_attached = gauge(
+            "parallax_agent_sys_enter_attached",
+            "1 while sys_enter (syscall learning and monitoring) is attached, else 0.",
+        )
         self.batches_acked = counter("parallax_agent_batches_acked", "Batches acknowledged.")
         self.batches_resent = counter("parallax_agent_batches_resent", "Batches sent again.")
         self.batches_duplicate = counter(

@@ -44,15 +44,27 @@ def run(
     pod: str = typer.Option(..., "--pod", help="The local pod's name."),
     label: list[str] = typer.Option([], "--label", help="A pod label k=v; repeatable."),
     netns: bool = typer.Option(False, "--netns", help="Give the pod its own network namespace."),
+    image: str = typer.Option("", "--image", help="The image reference the pod reports."),
+    image_digest: str = typer.Option(
+        "", "--image-digest", help="The image digest (sha256:<64 hex>); a new one, a new profile."
+    ),
+    kind: str = typer.Option("", "--kind", help="The owner workload's kind, with --workload."),
+    workload: str = typer.Option("", "--workload", help="The owner workload's name, with --kind."),
 ) -> None:
     """Run a command as a local pod: its own cgroup v2 (and netns), attributed like a real pod."""
-    from agent.localpod import local_pod
+    from agent.localpod import check_identity, local_pod
 
     labels = dict(item.split("=", 1) for item in label if "=" in item)
     if len(labels) != len(label):
         console.print("--label takes k=v")
         raise typer.Exit(2)
-    with local_pod(namespace, pod, labels=labels, netns=netns) as p:
+    try:  # before anything is made: a malformed digest or a lone --kind is a usage error
+        check_identity(image_digest, kind, workload)
+    except ValueError as exc:
+        console.print(f"[red]parallax: {escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    identity = {"image": image, "image_digest": image_digest, "kind": kind, "workload": workload}
+    with local_pod(namespace, pod, labels=labels, netns=netns, **identity) as p:
         console.print(f"pod {namespace}/{pod}: cgroup {p.cgroup_id} {p.address}", highlight=False)
         proc = p.spawn(command)
         signal.signal(signal.SIGTERM, lambda *_: proc.terminate())

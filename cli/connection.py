@@ -17,6 +17,8 @@ if TYPE_CHECKING:  # grpc loads only when a command really connects: `parallax s
 
     from servicekit.tls import TlsMaterial
 
+# The connection options every client command shares (reused, never copied, so they read alike).
+RuntimeOption = typer.Option("127.0.0.1:50052", "--runtime", help="Runtime service address.")
 TlsDirOption = typer.Option(
     None, "--tls-dir", help="Client certificate directory (tls.crt, tls.key, ca.crt)."
 )

@@ -7,7 +7,7 @@ Output goes to stdout and applies as-is; notes, lint and readiness go to stderr.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import grpc
 import typer
@@ -21,7 +21,7 @@ from parallax.runtime.v1 import profile_pb2
 from parallax.type.v1 import source_pb2, workload_pb2
 from rich.console import Console
 
-from cli.connection import channel, material
+from cli.connection import InsecureOption, RuntimeOption, TlsDirOption, channel, material
 from servicekit.errors import ConfigError, DomainError
 from servicekit.tls import TlsMaterial
 from services.policygen.runtime_client import RuntimeProfiles
@@ -30,7 +30,6 @@ from services.policygen.servicer import PolicygenServicer
 console = Console(stderr=True, markup=False, highlight=False)
 TIMEOUT = 120.0
 EXIT_FAILED, EXIT_USAGE = 1, 2
-RUNTIME = typer.Option("127.0.0.1:50052", "--runtime", help="Runtime service address.")
 POLICYGEN = typer.Option(
     "",
     "--policygen",
@@ -43,6 +42,15 @@ OBJECTS = typer.Option(
     [], "--objects", help="Kubernetes manifests (pods, services, namespaces, ...)."
 )
 COMMAND = {"context_settings": {"allow_extra_args": True, "ignore_unknown_options": True}}
+
+
+class Services(NamedTuple):
+    """Where a command's profile and policies come from, and how to connect to them."""
+
+    runtime: str
+    policygen: str
+    tls_dir: Path | None
+    insecure: bool
 
 
 def _usage(message: str) -> NoReturn:
@@ -76,17 +84,17 @@ def _manifests(paths: list[Path]) -> list[source_pb2.Manifest]:
         _usage(str(exc))
 
 
-def _call(method: str, request: Any, runtime: str, policygen: str, local: bool) -> Any:
+def _call(method: str, request: Any, services: Services, local: bool) -> Any:
     """Call `method` on the policygen service, or in-process when `local` and no address."""
     try:
-        # Credentials as every client command resolves them: PARALLAX_TLS_DIR, DATA/tls/cli,
-        # or plaintext only with PARALLAX_INSECURE=true.
-        if local and not policygen:
+        # Credentials as every client command resolves them: --tls-dir, PARALLAX_TLS_DIR,
+        # DATA/tls/cli, or plaintext only with --insecure or PARALLAX_INSECURE=true.
+        if local and not services.policygen:
             # In-process: the runtime is dialled only for a profile not given with --profile.
-            profiles = RuntimeProfiles(runtime, _client_tls(required=False))
+            profiles = RuntimeProfiles(services.runtime, _client_tls(services, required=False))
             return getattr(PolicygenServicer(profiles.get, profiles.list), method)(request, None)
-        tls = _client_tls(required=True)
-        with channel(policygen or "127.0.0.1:50053", tls, timeout=TIMEOUT) as opened:
+        tls = _client_tls(services, required=True)
+        with channel(services.policygen or "127.0.0.1:50053", tls, timeout=TIMEOUT) as opened:
             return getattr(pb_grpc.PolicygenServiceStub(opened), method)(request, timeout=TIMEOUT)
     except (DomainError, ConfigError) as exc:
         _usage(str(exc))
@@ -94,11 +102,12 @@ def _call(method: str, request: Any, runtime: str, policygen: str, local: bool) 
         _usage(f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.Call) else str(exc))
 
 
-def _client_tls(*, required: bool) -> TlsMaterial | None:
-    """Client credentials as every command resolves them (PARALLAX_TLS_DIR, DATA/tls/cli, or
-    plaintext with PARALLAX_INSECURE=true); when not `required`, none found means plaintext."""
+def _client_tls(services: Services, *, required: bool) -> TlsMaterial | None:
+    """Client credentials as every command resolves them (--tls-dir, PARALLAX_TLS_DIR,
+    DATA/tls/cli, or plaintext with --insecure or PARALLAX_INSECURE=true); when not `required`,
+    none found means plaintext."""
     try:
-        return material(None, False)
+        return material(services.tls_dir, services.insecure)
     except ConfigError:
         if required:
             raise
@@ -126,12 +135,15 @@ def seccomp(
         30.0, "--timeout", help="verify: seconds before the command is killed."
     ),
     profile: Path | None = PROFILE,
-    runtime: str = RUNTIME,
+    runtime: str = RuntimeOption,
     policygen: str = POLICYGEN,
+    tls_dir: Path | None = TlsDirOption,
+    insecure: bool = InsecureOption,
 ) -> None:
     """Generate a seccomp profile for WORKLOAD, or `seccomp verify PROFILE -- CMD...`."""
+    services = Services(runtime, policygen, tls_dir, insecure)
     if target == "verify":
-        _verify_seccomp(list(ctx.args), timeout, runtime, policygen)
+        _verify_seccomp(list(ctx.args), timeout, services)
         return
     if output_format not in ("oci", "spo"):
         _usage("--format must be oci or spo")
@@ -148,9 +160,7 @@ def seccomp(
         request.profile.CopyFrom(profiles[0])
     else:
         request.workload.CopyFrom(ref)
-    result = _call(
-        "GenerateSeccompProfile", request, runtime, policygen, bool(profiles)
-    ).seccomp_profile
+    result = _call("GenerateSeccompProfile", request, services, bool(profiles)).seccomp_profile
     typer.echo(result.oci_json if output_format == "oci" else result.spo_yaml, nl=False)
     for finding in result.lint_findings:
         console.print(f"lint: {finding.syscall_name}: {finding.reason}")
@@ -159,7 +169,7 @@ def seccomp(
     console.print(f"readiness: {state_name(result.readiness_state)}: {result.readiness_reason}")
 
 
-def _verify_seccomp(args: list[str], timeout: float, runtime: str, policygen: str) -> None:
+def _verify_seccomp(args: list[str], timeout: float, services: Services) -> None:
     if len(args) < 2:
         _usage("usage: parallax seccomp verify PROFILE -- CMD [ARGS...]")
     try:
@@ -171,7 +181,7 @@ def _verify_seccomp(args: list[str], timeout: float, runtime: str, policygen: st
         argv=args[1:],
         timeout=Duration(seconds=int(timeout), nanos=int(timeout % 1 * 1e9)),
     )
-    result = _call("VerifySeccompProfile", request, runtime, policygen, True).verification
+    result = _call("VerifySeccompProfile", request, services, True).verification
     typer.echo(
         f"exit status: {result.exit_status}"
         + (f" (signal {result.signal})" if result.signal else "")
@@ -202,14 +212,15 @@ def netpol(
         "", "--workload", help="verify: the workload whose observed flows must pass."
     ),
     profile: Path | None = PROFILE,
-    runtime: str = RUNTIME,
+    runtime: str = RuntimeOption,
     policygen: str = POLICYGEN,
+    tls_dir: Path | None = TlsDirOption,
+    insecure: bool = InsecureOption,
 ) -> None:
     """Generate a NetworkPolicy for WORKLOAD, or `netpol verify POLICIES --workload W`."""
+    services = Services(runtime, policygen, tls_dir, insecure)
     if target == "verify":
-        _verify_netpol(
-            list(ctx.args), workload, objects, include_existing, profile, runtime, policygen
-        )
+        _verify_netpol(list(ctx.args), workload, objects, include_existing, profile, services)
         return
     if output_format not in ("k8s", "cilium"):
         _usage("--format must be k8s or cilium")
@@ -222,9 +233,7 @@ def netpol(
     request = pb.GenerateNetworkPolicyRequest(
         workload=workload_ref(target), format=kind, profiles=profiles, objects=_manifests(objects)
     )
-    result = _call(
-        "GenerateNetworkPolicy", request, runtime, policygen, bool(profiles)
-    ).network_policy
+    result = _call("GenerateNetworkPolicy", request, services, bool(profiles)).network_policy
     typer.echo(result.policy_yaml, nl=False)
     for entry in result.dns_entries:
         console.print(f"dns: {entry.dns_name} -> {', '.join(entry.addresses)}")
@@ -239,8 +248,7 @@ def _verify_netpol(
     objects: list[Path],
     include_existing: bool,
     profile: Path | None,
-    runtime: str,
-    policygen: str,
+    services: Services,
 ) -> None:
     if len(args) != 1 or not workload:
         _usage(
@@ -259,9 +267,7 @@ def _verify_netpol(
         generate = pb.GenerateNetworkPolicyRequest(
             workload=ref, profiles=profiles, objects=manifests
         )
-        flows = list(
-            _call("GenerateNetworkPolicy", generate, runtime, policygen, True).network_policy.flows
-        )
+        flows = list(_call("GenerateNetworkPolicy", generate, services, True).network_policy.flows)
     request = pb.VerifyNetworkPolicyRequest(
         policies_yaml=policies,
         flows=flows,
@@ -269,7 +275,7 @@ def _verify_netpol(
         objects=manifests,
         include_existing_policies=include_existing,
     )
-    result = _call("VerifyNetworkPolicy", request, runtime, policygen, bool(profiles)).verification
+    result = _call("VerifyNetworkPolicy", request, services, bool(profiles)).verification
     for verdict in result.flow_verdicts:
         flow = verdict.flow
         source, destination = flow.source.address, flow.destination.address
@@ -290,8 +296,10 @@ def harden(
         "", "--seccomp-profile", help="localhostProfile to point at."
     ),
     profile: Path | None = PROFILE,
-    runtime: str = RUNTIME,
+    runtime: str = RuntimeOption,
     policygen: str = POLICYGEN,
+    tls_dir: Path | None = TlsDirOption,
+    insecure: bool = InsecureOption,
 ) -> None:
     """Print a strategic-merge patch hardening WORKLOAD's securityContext from evidence."""
     profiles = _profile(profile)
@@ -301,7 +309,8 @@ def harden(
         objects=_manifests(objects),
         seccomp_localhost_profile=seccomp_profile,
     )
-    result = _call("GenerateHardening", request, runtime, policygen, bool(profiles)).hardening_patch
+    services = Services(runtime, policygen, tls_dir, insecure)
+    result = _call("GenerateHardening", request, services, bool(profiles)).hardening_patch
     typer.echo(result.patch_yaml, nl=False)
     for skipped in result.skipped_changes:
         console.print(f"skipped {skipped.field_path}: {skipped.reason}")

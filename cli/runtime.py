@@ -19,12 +19,11 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from cli.connection import InsecureOption, TlsDirOption, channel, material
+from cli.connection import InsecureOption, RuntimeOption, TlsDirOption, channel, material
 from servicekit.errors import ConfigError
 
 console = Console()
 errors = Console(stderr=True)
-RuntimeOption = typer.Option("127.0.0.1:50052", "--runtime", help="Runtime service address.")
 FormatOption = typer.Option("table", "--format", help="table or json (one JSON object a line).")
 SEVERITIES = {0: "-", 1: "LOW", 2: "MEDIUM", 3: "HIGH", 4: "CRITICAL"}
 STATES = {1: "LEARNING", 2: "COMPLETE", 3: "PARTIAL"}

@@ -170,7 +170,8 @@ def read_local(
     # A local pod has no API object: its UID is derived from what `parallax run` registered.
     name = f"{entry['namespace']}/{entry['pod']}/{cgroup_id}"
     result = event_pb2.Attribution(pod_uid=str(entry.get("pod_uid") or uuid.uuid5(_LOCAL, name)))
-    result.image = str(entry.get("image", ""))
+    result.image = str(entry.get("image") or "")
+    result.image_digest = str(entry.get("image_digest") or "")
     ref = result.workload
     ref.namespace, ref.pod = str(entry["namespace"]), str(entry["pod"])
     ref.kind = str(entry.get("kind") or "Pod")

@@ -369,9 +369,29 @@ class Control:
         if needed and not attached:
             self.loader.attach(Group.SYSCALLS)
             self._write_rules(True)  # after attaching: an entry made from now on sees the start
+            log.info("sys_enter attached: %s", self._why(entries))
         elif attached and not needed:
             self._write_rules(False)  # before detaching: an entry made now does not
             self.loader.detach(Group.SYSCALLS)
+            log.info("sys_enter detached: nothing learns or is monitored")
+
+    def _why(self, entries: list[int]) -> str:
+        """Why sys_enter is needed, for the log: what learns, is monitored or pre-learns."""
+        modes = [self._confirmed.get(cgroup_id) for cgroup_id in entries]
+        counts = [
+            (modes.count(Mode.LEARN), "learning"),
+            (modes.count(Mode.MONITOR), "monitored"),
+            (modes.count(None), "provisional (new, not yet claimed)"),
+        ]
+        parts = [f"{n} cgroup{'s' if n != 1 else ''} {what}" for n, what in counts if n]
+        if not entries:
+            parts.append("a workload is in its learning window, so new containers pre-learn")
+        return ", ".join(parts)
+
+    @property
+    def syscalls_attached(self) -> bool:
+        """True while sys_enter is attached (the gauge parallax_agent_sys_enter_attached)."""
+        return Group.SYSCALLS in self.loader.attached
 
     def _delete(self, cgroup_id: int) -> None:
         """Delete a learning entry; its filter slot, which the kernel may have set at mkdir

@@ -4,6 +4,7 @@ held, then shipped unattributed and counted, never as a wrong pod."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -471,3 +472,36 @@ def test_local_registry_entry_of_another_pod_is_refused(tmp_path: Path) -> None:
     assert read_local(tmp_path, 42, ("shop", "old")) is not None
     # cgroup ids are inodes: a new pod reusing inode 42 must not inherit the old pod's identity
     assert read_local(tmp_path, 42, ("shop", "new")) is None
+
+
+def test_local_registry_entry_gives_image_digest_and_owner(tmp_path: Path) -> None:
+    """What `parallax run --image --image-digest --kind --workload` registers becomes the
+    attribution; without an owner the pod is its own workload, kind Pod."""
+    from agent.attribution.pods import read_local
+
+    digest = "sha256:" + "ab" * 32
+    owned = {
+        "namespace": "shop",
+        "pod": "cart-1",
+        "container": "server",
+        "image": "ghcr.io/acme/cart:1.4",
+        "image_digest": digest,
+        "kind": "Deployment",
+        "workload": "cart",
+    }
+    (tmp_path / "42.json").write_text(json.dumps(owned))
+    (tmp_path / "43.json").write_text('{"namespace": "shop", "pod": "bare", "image_digest": ""}')
+    got = read_local(tmp_path, 42, ("shop", "cart-1"))
+    bare = read_local(tmp_path, 43)
+    assert got is not None and bare is not None
+    assert (got.image, got.image_digest) == ("ghcr.io/acme/cart:1.4", digest)
+    ref = got.workload
+    assert (ref.namespace, ref.kind, ref.name, ref.pod, ref.container) == (
+        "shop",
+        "Deployment",
+        "cart",
+        "cart-1",
+        "server",
+    )
+    assert (bare.image, bare.image_digest) == ("", "")
+    assert (bare.workload.kind, bare.workload.name) == ("Pod", "bare")

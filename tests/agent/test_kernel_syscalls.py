@@ -6,8 +6,10 @@ detached while nothing learns."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -15,9 +17,14 @@ from pathlib import Path
 import pytest
 from parallax.runtime.v1 import runtime_service_pb2, workload_pb2
 
+from agent.__main__ import pump
+from agent.attributed import Attributed
+from agent.attribution.attributor import Attributor
+from agent.attribution.pods import PodIndex
 from agent.decode import syscall_name, syscall_number
 from agent.learning import LearningSync
 from agent.localpod import cgroup2_mount, local_pod
+from agent.metrics import AgentMetrics
 from agent.probes.control import Mode
 from agent.probes.loader import Group
 from agent.probes.source import KernelSource
@@ -252,3 +259,39 @@ def test_nothing_learning_keeps_sys_enter_detached(source: KernelSource) -> None
     assert attached_for_it and pod.cgroup_id in provisional
     assert pod.cgroup_id not in after
     assert Group.SYSCALLS not in source.loader.attached
+
+
+class OnePass:
+    """The shipper as `pump` uses it, ending the loop after one pass."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+
+    def submit(self, events: Attributed) -> None:
+        self.stopping.set()
+
+    def set_drops(self, totals: object) -> None:
+        pass
+
+
+def test_sys_enter_gauge_and_log_follow_attach_and_detach(
+    source: KernelSource, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics, attributor = AgentMetrics(), Attributor(PodIndex(), tmp_path)
+
+    def gauge_after_a_pass() -> float:
+        sender = OnePass()
+        pump(source, attributor, sender, metrics, stopping=sender.stopping, poll=0.01)  # type: ignore[arg-type]
+        return metrics.value("parallax_agent_sys_enter_attached")
+
+    caplog.set_level(logging.INFO, logger="agent.probes.control")
+    assert gauge_after_a_pass() == 0
+    with local_pod("test", "gauge") as pod:
+        source.control.learn(pod.cgroup_id)
+        learning = gauge_after_a_pass()
+        source.control.forget(pod.cgroup_id)
+        detached = gauge_after_a_pass()
+    assert (learning, detached) == (1, 0)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sys_enter")]
+    assert said[0].startswith("sys_enter attached: 1 cgroup "), said
+    assert said[-1] == "sys_enter detached: nothing learns or is monitored", said

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.localpod import REGISTRY, REGISTRY_RETENTION, cgroup2_mount, local_pod, prune_registry
+from agent.attribution.pods import read_local
+from agent.localpod import (
+    REGISTRY,
+    REGISTRY_RETENTION,
+    LocalPod,
+    cgroup2_mount,
+    local_pod,
+    prune_registry,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="cgroups and netns need root")
 
@@ -67,3 +75,69 @@ def test_cli_run_exit_code() -> None:
         cwd=Path(__file__).parents[2],
     )
     assert result.returncode == 3, result.stderr
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+ROOT = Path(__file__).parents[2]
+
+
+def test_image_digest_and_owner_registered_and_attributed() -> None:
+    identity = {"image": "ghcr.io/acme/cart:1.4", "image_digest": DIGEST}
+    with local_pod("shop", "cart-7", kind="Deployment", workload="cart", **identity) as pod:
+        entry = json.loads((REGISTRY / f"{pod.cgroup_id}.json").read_text())
+        attribution = read_local(REGISTRY, pod.cgroup_id, ("shop", "cart-7"))
+    assert entry["image"] == "ghcr.io/acme/cart:1.4" and entry["image_digest"] == DIGEST
+    assert (entry["kind"], entry["workload"]) == ("Deployment", "cart")
+    assert attribution is not None
+    assert (attribution.image, attribution.image_digest) == (identity["image"], DIGEST)
+    ref = attribution.workload
+    assert (ref.kind, ref.name, ref.pod) == ("Deployment", "cart", "cart-7")
+
+
+@pytest.mark.parametrize(
+    "identity",
+    [
+        {"image_digest": "sha256:abc"},
+        {"image_digest": "0123456789abcdef" * 4},
+        {"image_digest": DIGEST.upper()},
+        {"kind": "Deployment"},
+        {"workload": "cart"},
+    ],
+    ids=["short-digest", "no-algorithm", "uppercase", "kind-alone", "workload-alone"],
+)
+def test_bad_identity_refused_before_anything_is_made(identity: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match=r"sha256|--kind and --workload"):
+        LocalPod("shop", "refused", **identity)
+    assert not (cgroup2_mount() / "parallax" / "shop" / "refused").exists()
+
+
+def _cli_run(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [".venv/bin/parallax", "run", *args], capture_output=True, timeout=30, cwd=ROOT
+    )
+
+
+def test_cli_run_registers_image_digest_and_owner() -> None:
+    cgroup = cgroup2_mount() / "parallax" / "t" / "ident"
+    # The pod reads its own registry entry: its cgroup id is its cgroup directory's inode.
+    show = f"cat {REGISTRY}/$(stat -c %i {cgroup}).json"
+    result = _cli_run(
+        *("--namespace", "t", "--pod", "ident", "--image", "ghcr.io/acme/cart:1.4"),
+        *("--image-digest", DIGEST, "--kind", "Deployment", "--workload", "cart"),
+        *("--", "sh", "-c", show),
+    )
+    assert result.returncode == 0, result.stderr
+    entry = json.loads(result.stdout)
+    assert entry["image_digest"] == DIGEST and entry["image"] == "ghcr.io/acme/cart:1.4"
+    assert (entry["kind"], entry["workload"]) == ("Deployment", "cart")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--image-digest", "sha256:abc"], ["--kind", "Deployment"]],
+    ids=["bad-digest", "kind-without-workload"],
+)
+def test_cli_run_refuses_a_bad_identity(args: list[str]) -> None:
+    result = _cli_run("--namespace", "t", "--pod", "bad", *args, "--", "true")
+    assert result.returncode == 2
+    assert b"sha256" in result.stderr or b"--kind and --workload" in result.stderr
