@@ -285,6 +285,8 @@ def test_sys_enter_gauge_and_log_follow_attach_and_detach(
         return metrics.value("parallax_agent_sys_enter_attached")
 
     caplog.set_level(logging.INFO, logger="agent.probes.control")
+    source.control.prelearn(False)  # whatever earlier tests of the shared source left on
+    source.control.expire(0.0)
     assert gauge_after_a_pass() == 0
     with local_pod("test", "gauge") as pod:
         source.control.learn(pod.cgroup_id)
