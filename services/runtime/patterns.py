@@ -95,12 +95,34 @@ def collapse_path(path: str) -> str:
     return found
 
 
+# Patterns of directories, by (directory, in a temporary directory): distinct paths mostly differ
+# in their last segment (`/tmp/tmpk3j2abcd/missing/1234`), so each directory is collapsed once.
+_DIRECTORIES: dict[tuple[str, bool], str] = {}
+
+
 def _pattern(path: str) -> str:
-    if path.startswith(TEMP_DIRS):
-        return _TEMP_PATH.sub(WILDCARD, path)
-    if _ANY_DIGIT.search(path) is None:
-        return path
-    return _PATH.sub(WILDCARD, path)
+    """The pattern of `path`: its directory's (memoised) and its last segment's. Nothing that
+    becomes `*` spans a `/`, and what the rules look at around a match never reaches past the
+    `/` before it, so collapsing the two apart gives what collapsing the whole does."""
+    temp = path.startswith(TEMP_DIRS)
+    head, slash, tail = path.rpartition("/")
+    if not head:
+        return _collapsed(path, temp)
+    key = (head, temp)
+    directory = _DIRECTORIES.get(key)
+    if directory is None:
+        if len(_DIRECTORIES) >= MEMO_SIZE:
+            _DIRECTORIES.clear()
+        directory = _DIRECTORIES[key] = _collapsed(head, temp)
+    return directory + _collapsed(slash + tail, temp)
+
+
+def _collapsed(text: str, temp: bool) -> str:
+    if temp:
+        return _TEMP_PATH.sub(WILDCARD, text)
+    if _ANY_DIGIT.search(text) is None:
+        return text
+    return _PATH.sub(WILDCARD, text)
 
 
 def _collapse_argument(argument: str) -> str:

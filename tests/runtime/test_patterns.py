@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from services.runtime import patterns
 from services.runtime.patterns import argv_pattern, collapse_path
 
 # Stable names: versions, ABI tags and architectures are behaviour, so none of these changes.
@@ -217,3 +218,18 @@ def test_scripts_collapse_word_by_word() -> None:
         "kill -9 $(cat /run/app/*/pid)"
     )
     assert argv_pattern(("/usr/bin/python3", "/tmp/tmpk3_ab9xq.py"))[1] == "/tmp/tmp*.py"
+
+
+def test_a_path_collapses_as_its_directory_and_last_segment_apart() -> None:
+    """_pattern collapses a directory once and the last segment alone: the same as the whole
+    path in one pass, for the machine's own paths and generated temporary ones."""
+    names = tempfile._get_candidate_names()
+    paths = [f"/tmp/{next(names)}/missing/{n}" for n in range(500)]
+    for root in ("/usr/lib", "/etc", "/proc/self"):
+        for count, (directory, dirs, files) in enumerate(os.walk(root)):
+            paths += [os.path.join(directory, f) for f in (*files, *dirs)]
+            if count > 300:
+                break
+    for path in paths:
+        whole = patterns._collapsed(path, path.startswith(patterns.TEMP_DIRS))
+        assert patterns._pattern(path) == whole, path
