@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,21 @@ def ebpf_unavailable() -> str:
     except BccMissing as exc:
         return str(exc)
     return ""
+
+
+def started_source(**options: Any) -> Iterator[Any]:
+    """A KernelSource on the machine's cgroup v2 hierarchy with no prefixes of its own, closed
+    after the module (skipped with the reason where eBPF cannot run); for a module's fixture to
+    `yield from`."""
+    reason = ebpf_unavailable()
+    if reason:
+        pytest.skip(reason)
+    from agent.localpod import cgroup2_mount
+    from agent.probes.source import KernelSource
+
+    kernel = KernelSource(cgroup2_mount(), (), lambda _path: False, report_every=3600, **options)
+    yield kernel
+    kernel.close()
 
 
 @pytest.fixture(scope="module")

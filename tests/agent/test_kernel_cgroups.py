@@ -27,7 +27,7 @@ from agent.localpod import cgroup2_mount
 from agent.probes.control import Control
 from agent.probes.loader import Loader, source_text
 from agent.probes.source import KernelSource
-from tests.agent.conftest import ebpf_unavailable
+from tests.agent.conftest import ebpf_unavailable, started_source
 from tests.agent.test_attribution import pod
 from tests.kubeapi import KubeAPIServer
 
@@ -59,12 +59,7 @@ LAYOUTS = {
 @pytest.fixture(scope="module")
 def source() -> Iterator[KernelSource]:
     """The agent's KernelSource, started before any of the tests' cgroups exist."""
-    reason = ebpf_unavailable()
-    if reason:
-        pytest.skip(reason)
-    kernel = KernelSource(cgroup2_mount(), (), lambda _path: False, report_every=3600)
-    yield kernel
-    kernel.close()
+    yield from started_source()
 
 
 @contextlib.contextmanager

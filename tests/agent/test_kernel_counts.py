@@ -14,9 +14,9 @@ import pytest
 from parallax.runtime.v1 import event_pb2 as pb
 
 from agent.compact import to_event
-from agent.localpod import cgroup2_mount, local_pod
+from agent.localpod import local_pod
 from agent.probes.source import KernelSource
-from tests.agent.conftest import ebpf_unavailable
+from tests.agent.conftest import started_source
 
 pytestmark = pytest.mark.ebpf
 
@@ -32,14 +32,7 @@ for _ in range(15):
 @pytest.fixture(scope="module")
 def source() -> Iterator[KernelSource]:
     """The agent's KernelSource: local pods are tracked from their cgroup's creation."""
-    reason = ebpf_unavailable()
-    if reason:
-        pytest.skip(reason)
-    kernel = KernelSource(
-        cgroup2_mount(), (), lambda _path: False, learn_new=False, report_every=3600
-    )
-    yield kernel
-    kernel.close()
+    yield from started_source(learn_new=False)
 
 
 def _read_until(source: KernelSource, done: object, timeout: float = 20) -> list[pb.Event]:
