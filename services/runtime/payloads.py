@@ -176,15 +176,21 @@ def flow(
     )
 
 
-def kept_ports(direction: int, remote_port: int, local_port: int) -> tuple[int, int, int]:
-    """The direction and the ports a flow is kept with: the ephemeral one becomes 0. A UDP
-    datagram sent from a port below the ephemeral range is a server's reply (a DNS, statsd or
-    syslog server answering a client): it is kept as an inbound flow on that port, like an
-    accepted connection, rather than as a new peer on each client's ephemeral port."""
-    if direction == domain.UDP_SEND and 0 < local_port < domain.EPHEMERAL_START:
-        direction = domain.ACCEPT
+def inbound(direction: int, local_port: int) -> bool:
+    """Whether a flow is inbound, so that its remote port is the ephemeral one: an accepted
+    connection, or a UDP datagram sent from a port below the ephemeral range (a DNS, statsd or
+    syslog server answering a client)."""
     if direction == domain.ACCEPT:
-        return direction, 0, local_port
+        return True
+    return direction == domain.UDP_SEND and 0 < local_port < domain.EPHEMERAL_START
+
+
+def kept_ports(direction: int, remote_port: int, local_port: int) -> tuple[int, int, int]:
+    """The direction and the ports a flow is kept with: the ephemeral one becomes 0. An inbound
+    flow is kept as an accepted one on its local port (a server's UDP replies too, rather than
+    a new peer on each client's ephemeral port)."""
+    if inbound(direction, local_port):
+        return domain.ACCEPT, 0, local_port
     return direction, remote_port, 0
 
 

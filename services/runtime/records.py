@@ -30,14 +30,14 @@ from services.runtime.payloads import (
     file_open,
     flow,
     fork,
+    inbound,
     kept_ports,
 )
 from services.runtime.steps import Collapser, Plan, inert_open
 
 RECORD = struct.Struct("<QQIIIIHHIIiIIQ")
-_HEAD = struct.Struct("<Q24xHH28x")  # a record's monotonic time, event type and bits
+_HEAD = struct.Struct("<Q24xHH16xI8x")  # a record's monotonic time, event type, bits and n2
 SIZE = RECORD.size
-_U32 = struct.Struct("<I")
 _EARLIEST_NS, _LATEST_NS = EARLIEST * 10**9, LATEST * 10**9
 _MAX_STRING = domain.MAX_PATH_BYTES
 _FLOW, _OPEN = event_pb2.EVENT_TYPE_NETWORK_FLOW, event_pb2.EVENT_TYPE_FILE_OPEN
@@ -136,13 +136,13 @@ def read(
     seen: dict[bytes, Plan | Counted] = {}
     add, unpack = collapser.add, RECORD.unpack_from
     start = 0
-    for monotonic_ns, kind, bits in _HEAD.iter_unpack(data):
+    for monotonic_ns, kind, bits, n2 in _HEAD.iter_unpack(data):
         if not kind:  # a reference to the next Event message
             plan, at = events.take()
         else:
             if kind != _FLOW:
                 key = data[start + 8 : start + SIZE]
-            elif _remote_is_ephemeral(bits & 0xF, data, start):
+            elif inbound(bits & 0xF, n2):  # n2 is a flow's local port
                 # flows equal but for their ephemeral port (payloads.kept_ports) are one
                 key = data[start + 8 : start + 48] + data[start + 52 : start + SIZE]
             else:
@@ -158,17 +158,6 @@ def read(
         else:
             unattributed[plan] = unattributed.get(plan, 0) + 1  # type: ignore[index,arg-type]
     return len(data) // SIZE
-
-
-def _remote_is_ephemeral(direction: int, data: bytes, start: int) -> bool:
-    """Whether the flow record at `start` is inbound (an accept, or a UDP reply from a port
-    below the ephemeral range), so that its remote port is the ephemeral one."""
-    if direction == domain.ACCEPT:
-        return True
-    if direction != domain.UDP_SEND:
-        return False
-    local: int = _U32.unpack_from(data, start + 52)[0]
-    return 0 < local < domain.EPHEMERAL_START
 
 
 def _time(monotonic_ns: int, offset: int, now: float, start: int) -> float:
