@@ -18,6 +18,7 @@ from parallax.runtime.v1 import event_pb2 as pb
 from agent.compact import decode_event
 from agent.decode import FLOW, HEADER
 from agent.probes.control import Control
+from agent.probes.loader import EPHEMERAL_MIN
 
 _TYPE = struct.Struct("<I")
 _CGID = struct.Struct("<Q")
@@ -27,8 +28,6 @@ _PAIR = struct.Struct("<II")
 _PORTS = struct.Struct("<HH")  # a flow record's remote and local port, at _PORTS_AT in its body
 _PORTS_AT = 12
 _ACCEPT, _UDP_SEND = 2, 3
-# network.c EPHEMERAL_MIN: a UDP send from a lower port is a reply, keyed by that port.
-EPHEMERAL_MIN = 32768
 
 
 @dataclass(frozen=True)

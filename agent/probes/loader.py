@@ -237,19 +237,25 @@ _CGROUP_PROGS: dict[Group, list[tuple[str, str, str]]] = {
 _ALLOW_MULTI = 2  # BPF_F_ALLOW_MULTI: coexist with systemd's and others' cgroup programs
 
 
+# Linux's default ip_local_port_range start: a UDP send from a lower port is a reply (network.c
+# keys it by that port; agent.probes.counts mirrors the key).
+EPHEMERAL_MIN = 32768
+
+
 def source_text(extra: tuple[str, ...] = ()) -> str:
     """The concatenated C of all probes (plus `extra` snippets, for tests)."""
     return "\n".join([(SOURCE_DIR / name).read_text() for name in SOURCES] + list(extra))
 
 
 def cflags(ring_pages: int) -> list[str]:
-    """-D defines: BTF member offsets, kernel text ranges (kallsyms), the ring size and the v2
-    hierarchy id."""
+    """-D defines: BTF member offsets, kernel text ranges (kallsyms), the ring size, the v2
+    hierarchy id and where ephemeral ports start."""
     return [
         *btf.defines(OFFSETS),
         vm_acct_define(),
         f"-DRINGBUF_PAGES={ring_pages}",
         "-DCGROUP2_ROOT=0",
+        f"-DEPHEMERAL_MIN={EPHEMERAL_MIN}",
     ]
 
 

@@ -16,9 +16,10 @@
  * accept's: a send from a port below EPHEMERAL_MIN (a reply) is keyed without the peer's port
  * when that one is ephemeral, and a send from an ephemeral (or unknown) port without its own
  * port; so a reply and a client's send to the same peer stay apart, and neither makes one key
- * per client or per query. The event carries both real ports. EPHEMERAL_MIN is Linux's default
- * ip_local_port_range start; a namespace with another range only gets fewer de-duplicated
- * sends, never other ports. agent.probes.counts mirrors the key. */
+ * per client or per query. The event carries both real ports. EPHEMERAL_MIN (a -D define from
+ * agent.probes.loader) is Linux's default ip_local_port_range start; a namespace with another
+ * range only gets fewer de-duplicated sends, never other ports. agent.probes.counts mirrors the
+ * key. */
 #define DIR_CONNECT 1
 #define DIR_ACCEPT 2
 #define DIR_UDP_SEND 3
@@ -27,7 +28,6 @@
 #define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
 #define ECONNABORTED 103
-#define EPHEMERAL_MIN 32768
 
 struct flow_key {
     u64 cgid;

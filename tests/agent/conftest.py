@@ -38,6 +38,20 @@ def started_source(**options: Any) -> Iterator[Any]:
     kernel.close()
 
 
+def probes_with_a_full_map(name: str, key: str, value: str) -> str:
+    """The probes' C with the 16384-entry BPF_HASH `name` given room for one entry, to see what
+    a full map does (skipped with the reason where eBPF cannot run)."""
+    reason = ebpf_unavailable()
+    if reason:
+        pytest.skip(reason)
+    from agent.probes.loader import source_text
+
+    small = f"BPF_HASH({name}, {key}, {value}, 1);"
+    text = source_text().replace(f"BPF_HASH({name}, {key}, {value}, 16384);", small)
+    assert small in text
+    return text
+
+
 @pytest.fixture(scope="module")
 def probes() -> Iterator[object]:
     """A recorder Session with every event group attached (SYSCALLS gated by learning)."""

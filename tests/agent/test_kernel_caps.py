@@ -32,12 +32,11 @@ from agent.probes.loader import (
     KallsymsError,
     Loader,
     function_ranges,
-    source_text,
     vm_acct_define,
 )
 from agent.probes.source import KernelSource
 from agent.record import Session
-from tests.agent.conftest import ebpf_unavailable
+from tests.agent.conftest import ebpf_unavailable, probes_with_a_full_map
 
 # Every path that measurably reaches security_vm_enough_memory_mm on 6.18: brk and anonymous
 # mmap (allocations), MAP_SHARED|MAP_ANONYMOUS and memfd writes (shmem), mprotect and mremap of
@@ -322,12 +321,7 @@ def test_exec_marks_a_full_map_cannot_keep_fail_safe(tmp_path: Path) -> None:
     """With no room for a cgroup's first-exec mark, its checks after the exec count as the
     workload's (never as start-up, which would let hardening drop them), and each mark lost,
     in the kernel or from user space, is counted."""
-    reason = ebpf_unavailable()
-    if reason:
-        pytest.skip(reason)
-    full = "BPF_HASH(exec_seen, u64, u8, 1);"  # room for one cgroup
-    text = source_text().replace("BPF_HASH(exec_seen, u64, u8, 16384);", full)
-    assert full in text
+    text = probes_with_a_full_map("exec_seen", "u64", "u8")  # room for one cgroup
     target = tmp_path / "owned"
     target.touch()
     loader = Loader(cgroup2_mount(), text=text)

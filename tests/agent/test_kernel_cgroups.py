@@ -25,9 +25,9 @@ from agent.compact import to_event
 from agent.decode import CgroupChange
 from agent.localpod import cgroup2_mount
 from agent.probes.control import Control
-from agent.probes.loader import Loader, source_text
+from agent.probes.loader import Loader
 from agent.probes.source import KernelSource
-from tests.agent.conftest import ebpf_unavailable, started_source
+from tests.agent.conftest import probes_with_a_full_map, started_source
 from tests.agent.test_attribution import pod
 from tests.kubeapi import KubeAPIServer
 
@@ -217,12 +217,7 @@ def test_only_container_cgroups_learn(source: KernelSource) -> None:
 
 
 def test_cgroup_the_kernel_cannot_track_is_counted() -> None:
-    reason = ebpf_unavailable()
-    if reason:
-        pytest.skip(reason)
-    full = "BPF_HASH(tracked, u64, u32, 1);"  # room for one cgroup
-    text = source_text().replace("BPF_HASH(tracked, u64, u32, 16384);", full)
-    assert full in text
+    text = probes_with_a_full_map("tracked", "u64", "u32")  # room for one cgroup
     loader = Loader(cgroup2_mount(), text=text)
     try:
         control = Control(loader)
