@@ -14,7 +14,6 @@ import os
 import platform
 import signal
 import threading
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -108,11 +107,7 @@ def pump(
 ) -> None:
     """The main loop: read, learn cgroups, attribute, ship, until `stopping` is set."""
     while not stopping.is_set():
-        read = source.read(poll)
-        for change in read.cgroups:
-            if change.created:
-                attributor.learn(change.cgroup_id, change.path, created=True)
-        ready = attributor.attribute(read.events)
+        ready = _attribute(attributor, source.read(poll))
         ready.extend(attributor.tick())
         sender.submit(ready)
         sender.set_drops(dict(source.drops()))
@@ -120,23 +115,20 @@ def pump(
         metrics.sys_enter_attached.set(source.control.syscalls_attached)
 
 
-class Clock:
-    """time.monotonic that can be moved ahead: at the stop, the attributor's holds all end."""
-
-    def __init__(self) -> None:
-        self.ahead = 0.0
-
-    def __call__(self) -> float:
-        return time.monotonic() + self.ahead
+def _attribute(attributor: Attributor, read: KernelRead) -> Attributed:
+    """Note the paths of the cgroups `read` saw created (their start is observed), then
+    attribute its events."""
+    for change in read.cgroups:
+        if change.created:
+            attributor.learn(change.cgroup_id, change.path, created=True)
+    return attributor.attribute(read.events)
 
 
 # Reads of the last pass at most: bounded even if something attached a probe again meanwhile.
 FINAL_READS = 100
 
 
-def finish(
-    source: KernelSource, attributor: Attributor, clock: Clock, hold_seconds: float
-) -> Attributed:
+def finish(source: KernelSource, attributor: Attributor) -> Attributed:
     """The graceful stop's last pass: detach every probe so that no new kernel event comes,
     drain the ring and read what is queued (noting new cgroups' paths, attributing), release
     the DNS queries still waiting for an answer, add each learning cgroup's final syscall set
@@ -151,15 +143,11 @@ def finish(
         read = source.read(0.0)
         if not (read.events or read.cgroups):
             break
-        for change in read.cgroups:
-            if change.created:
-                attributor.learn(change.cgroup_id, change.path, created=True)
-        ready.extend(attributor.attribute(read.events))
+        ready.extend(_attribute(attributor, read))
         source.consumer.consume()  # what a full queue had left in the ring
     last = [*source.dns.expire(everything=True), *source.syscall_sets(), *source.counts.report()]
     ready.extend(attributor.attribute(last))
-    clock.ahead = hold_seconds + 1.0  # every hold has expired: one rescan, then release all
-    ready.extend(attributor.tick())
+    ready.extend(attributor.tick(everything=True))  # one rescan, then release all
     return ready
 
 
@@ -211,14 +199,12 @@ def main() -> None:
     if watcher:
         watcher.start()
     walk = functools.partial(paths.walk, str(settings.cgroup_root))
-    clock = Clock()
     attributor = Attributor(
         index,
         settings.pod_registry,
         hold_seconds=settings.hold_seconds,
         hold_limit=settings.hold_events,
         rescan=walk,
-        clock=clock,
     )
     for cgroup_id, path in walk():
         attributor.learn(cgroup_id, path)
@@ -249,7 +235,7 @@ def main() -> None:
             learning.stop()
             learning.poll()  # a last round: containers claimed since ship their start-up sets
             try:
-                last = finish(source, attributor, clock, settings.hold_seconds)
+                last = finish(source, attributor)
                 log.info("stopping: %d events of the last pass handed to the shipper", len(last))
                 sender.submit(last)
                 sender.set_drops(dict(source.drops()))

@@ -85,11 +85,13 @@ class Attributor:
                 append(attach(event, found))
         return ready
 
-    def tick(self) -> Attributed:
-        """Release held events whose cgroup became resolvable or whose hold time expired."""
+    def tick(self, *, everything: bool = False) -> Attributed:
+        """Release held events whose cgroup became resolvable or whose hold time expired; with
+        `everything` (the agent's stop), rescan once and end every hold."""
         now, ready = self._clock(), Attributed()
         unknown = any(c not in self._cgroups for c in self._held)
-        if unknown and self._rescan is not None and now - self._last_rescan >= self._hold_seconds:
+        due = everything or now - self._last_rescan >= self._hold_seconds
+        if unknown and self._rescan is not None and due:
             self._last_rescan = now
             for cgroup_id, path in self._rescan():
                 self._cgroups.setdefault(cgroup_id, paths.parse(path))
@@ -100,7 +102,7 @@ class Attributor:
                 self._release(cgroup, found, ready)
                 continue
             queue = self._held[cgroup]
-            while queue and queue[0][0] <= now:
+            while queue and (everything or queue[0][0] <= now):
                 self._expire(cgroup, queue.popleft()[1], ready)
             if not queue:
                 del self._held[cgroup]

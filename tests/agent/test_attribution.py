@@ -330,6 +330,23 @@ def test_unknown_cgroup_held_then_shipped_unattributed_and_counted(tmp_path: Pat
     assert count.reason == event_pb2.UNATTRIBUTED_REASON_UNKNOWN_CGROUP
 
 
+def test_at_the_stop_every_hold_ends_at_once_after_one_rescan(tmp_path: Path) -> None:
+    rescans: list[int] = []
+    attributor = Attributor(
+        PodIndex(),
+        tmp_path,
+        hold_seconds=60.0,
+        clock=Clock(),
+        rescan=lambda: rescans.append(1) or [],
+    )
+    assert attributor.attribute([event(7), event(8)]).items == []
+    released = attributor.tick(everything=True).items
+    assert [e.attribution.unattributed_reason for e in released] == [
+        event_pb2.UNATTRIBUTED_REASON_UNKNOWN_CGROUP
+    ] * 2
+    assert attributor.held == 0 and rescans == [1]
+
+
 def test_hold_is_bounded_in_count_oldest_released_first(tmp_path: Path) -> None:
     attributor = Attributor(PodIndex(), tmp_path, hold_limit=2, clock=Clock())
     first, second, third = event(1, "/first"), event(2, "/second"), event(3, "/third")
