@@ -26,6 +26,7 @@ MODULES = [
     "domain",
     "payloads",
     "records",
+    "encoded",
     "steps",
     "patterns",
     "profiles",

@@ -83,7 +83,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
                         "k8s.node.name": request.node_name,
                     }
                 )
-            batch = wire.batch(request, self.engine.clock(), self.plans)
+            batch = wire.batch(request, self.engine.clock(), self.plans, raw)
             duplicate = self.engine.ingest(batch)
             span.add_event(
                 "batch",

@@ -13,8 +13,7 @@ from typing import Any
 from parallax.runtime.v1 import blind_spot_pb2
 from parallax.runtime.v1 import runtime_service_pb2 as pb
 
-from servicekit.errors import InvalidArgument
-from services.runtime import domain, records
+from services.runtime import domain, encoded, records
 from services.runtime.domain import MAX_PID
 from services.runtime.payloads import (
     EARLIEST,
@@ -32,8 +31,9 @@ from services.runtime.payloads import (
 )
 from services.runtime.steps import Collapser, Plan
 
-_MONOTONIC_TAG, _TIME_TAG = b"\x08", b"\x12"  # Event fields 1 (varint) and 2 (length-delimited)
 Counts = dict[Counted, int]
+# A node's translated Event messages (by encoding, times cut off), origins, translated records.
+NodePlans = tuple[dict[bytes, Plan | Counted], Origins, records.Known]
 
 
 def _counters(request: pb.ReportEventsRequest, unattributed: Counts) -> Counts:
@@ -125,31 +125,6 @@ def _plan(event: Any, index: int, at: float, node: str, origins: Origins) -> Pla
     return Plan(domain.Event(at, origin, pid, ppid, event.uid, event.comm[:16], payload))
 
 
-def _header_size(request: pb.ReportEventsRequest) -> int:
-    """Return the encoded size of every field of `request` but its events."""
-    header = pb.ReportEventsRequest(
-        agent_id=request.agent_id,
-        node_name=request.node_name,
-        boot_id=request.boot_id,
-        session_id=request.session_id,
-        sequence=request.sequence,
-        agent_version=request.agent_version,
-        kernel_release=request.kernel_release,
-        arch=request.arch,
-        drop_counters=request.drop_counters,
-        unattributed_counts=request.unattributed_counts,
-        gaps=request.gaps,
-    )
-    if request.HasField("send_time"):
-        header.send_time.CopyFrom(request.send_time)
-    records = request.records.ByteSize()  # measured in place: copying it would cost per record
-    return header.ByteSize() + (records + 1 + _varint_size(records) if records else 0)
-
-
-def _varint_size(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
-
-
 class Plans:
     """Translated events by node, kept across batches: agents report the same behaviour batch
     after batch, so most events are validated only once. Event messages are keyed by their
@@ -159,11 +134,9 @@ class Plans:
 
     def __init__(self, limit: int = 200_000) -> None:
         self.limit = limit
-        self.nodes: dict[str, tuple[dict[bytes, Plan | Counted], Origins, records.Known]] = {}
+        self.nodes: dict[str, NodePlans] = {}
 
-    def of(
-        self, node: str, expected: int
-    ) -> tuple[dict[bytes, Plan | Counted], Origins, records.Known]:
+    def of(self, node: str, expected: int) -> NodePlans:
         """Return the plans and origins of `node`, making room for `expected` more plans."""
         size = sum(len(plans) + len(known) for plans, _, known in self.nodes.values())
         if size + expected > self.limit:
@@ -171,41 +144,46 @@ class Plans:
         return self.nodes.setdefault(node, ({}, {}, {}))
 
 
-def batch(request: pb.ReportEventsRequest, now: float, plans: Plans | None = None) -> domain.Batch:
+def batch(
+    request: pb.ReportEventsRequest,
+    now: float,
+    plans: Plans | None = None,
+    raw: bytes | None = None,
+) -> domain.Batch:
     """Validate and translate one batch (unset event times become `now`); raise
     InvalidArgument on the first problem, an oversized batch before anything else. Pass the
-    same `plans` to every call to reuse translations of events seen in earlier batches."""
+    same `plans` to every call to reuse translations of events seen in earlier batches, and
+    `raw`, the request's encoding as it came, when there is one (else it is encoded here)."""
+    if raw is None:
+        raw = request.SerializeToString()
+    if len(raw) > domain.MAX_BATCH_BYTES:
+        raise bad("batch", f"{len(raw)} bytes encoded; the limit is {domain.MAX_BATCH_BYTES}")
     _check_header(request)
     total = len(request.events) + len(request.records.data) // records.SIZE
-    known, origins, known_records = (plans or Plans()).of(request.node_name, total)
-    try:
-        return _batch(request, _Events(request, now, known, origins, known_records))
-    except InvalidArgument:
-        _check_size(request.ByteSize())  # the error path may afford the exact size
-        raise
-
-
-def _check_size(size: int) -> None:
-    if size > domain.MAX_BATCH_BYTES:
-        raise bad("batch", f"{size} bytes encoded; the limit is {domain.MAX_BATCH_BYTES}")
+    node = (plans or Plans()).of(request.node_name, total)
+    return _batch(request, _Events(request, raw, now, node))
 
 
 class _Events:
-    """The Event messages of one batch, translated one by one in order."""
+    """The Event messages of one batch, translated one by one in order. Each is keyed by its
+    encoding in `raw` with the times cut off (encoded.head), so a repeat builds no message
+    object; the decoded message is read for new ones, and for times laid out unusually."""
 
     def __init__(
         self,
         request: pb.ReportEventsRequest,
+        raw: bytes,
         now: float,
-        plans: dict[bytes, Plan | Counted],
-        origins: Origins,
-        known_records: records.Known,
+        node: NodePlans,
     ) -> None:
-        self.node, self.now, self.plans, self.origins = request.node_name, now, plans, origins
-        self.known_records = known_records
-        self.events = request.events
+        self.node, self.now = request.node_name, now
+        self.plans, self.origins, self.known_records = node
+        self.events, self.raw = request.events, raw
+        spans = encoded.spans(raw)
+        if spans is None or len(spans) != 2 * len(request.events):  # a group, an odd encoder
+            self.raw, spans = _joined(request.events)
+        self.spans = spans
         self.index = 0
-        self.size = 0  # encoded bytes of the events taken so far
 
     def __len__(self) -> int:
         return len(self.events)
@@ -216,27 +194,34 @@ class _Events:
         if index >= len(self.events):
             raise bad("records", "more references to events than events")
         self.index += 1
-        event = self.events[index]
-        monotonic = event.monotonic_ns
-        stamp = event.event_time
-        seconds, nanos = stamp.seconds, stamp.nanos
+        raw, end = self.raw, self.spans[2 * index + 1]
+        cut, seconds, nanos = encoded.head(raw, self.spans[2 * index], end)
+        if cut < 0:
+            stamp = self.events[index].event_time
+            seconds, nanos = stamp.seconds, stamp.nanos
         if seconds or nanos:
             if not EARLIEST <= seconds <= LATEST:
                 raise bad(f"events[{index}].event_time", f"time {seconds}s is absurd")
             at = seconds + nanos * 1e-9
         else:
             at = self.now
-        raw = event.SerializeToString()
-        length = len(raw)
-        self.size += length + 2 + (length > 127) + (length > 16383) + (length > 2097151)
-        cut = 1 + (monotonic.bit_length() + 6) // 7 if raw.startswith(_MONOTONIC_TAG) else 0
-        if raw.startswith(_TIME_TAG, cut):
-            cut += 2 + raw[cut + 1]
-        key = raw[cut:] if cut else raw
+        key = raw[cut:end] if cut >= 0 else self.events[index].SerializeToString()
         plan = self.plans.get(key)
         if plan is None:
-            plan = self.plans[key] = _plan(event, index, at, self.node, self.origins)
+            plan = _plan(self.events[index], index, at, self.node, self.origins)
+            self.plans[key] = plan
         return plan, at
+
+
+def _joined(events: Any) -> tuple[bytes, list[int]]:
+    """Return `events` encoded one after another, and the spans of each in that."""
+    parts = [event.SerializeToString() for event in events]
+    spans: list[int] = []
+    at = 0
+    for part in parts:
+        spans += (at, at + len(part))
+        at += len(part)
+    return b"".join(parts), spans
 
 
 def _batch(request: pb.ReportEventsRequest, events: _Events) -> domain.Batch:
@@ -254,7 +239,6 @@ def _batch(request: pb.ReportEventsRequest, events: _Events) -> domain.Batch:
                 collapser.add(plan, at)
             else:
                 unattributed[plan] = unattributed.get(plan, 0) + 1
-    _check_size(_header_size(request) + events.size)
     batch_key = domain.BatchKey(
         request.agent_id, request.boot_id, request.session_id, request.sequence
     )
