@@ -1,5 +1,5 @@
 """Compile the runtime service's hot modules with mypyc (shipped with mypy) into C extensions
-next to their sources: the ingest path (records, steps, payloads) and the engine (profiles,
+next to their sources: the ingest path (wire, encoded, records, steps, payloads) and the engine (profiles,
 learning, rules, containers, alerts) run about twice as fast (bench/runtime_ingest.py).
 
     .venv/bin/python scripts/native.py           # build (make native)
@@ -27,6 +27,7 @@ MODULES = [
     "payloads",
     "records",
     "encoded",
+    "wire",
     "steps",
     "patterns",
     "profiles",

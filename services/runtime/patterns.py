@@ -5,7 +5,6 @@ by the profile builder (steps, records, profiles) and the rules."""
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 WILDCARD = "*"
 TEMP_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
@@ -131,7 +130,24 @@ def _collapse_argument(argument: str) -> str:
     return _collapse_word(argument)
 
 
+# Patterns of argv words and of whole argvs, memoised like paths but in fewer entries (a word
+# may be a path, an argv many): command lines differ in a word or two (`--id 1234`), so most of
+# their words are collapsed once.
+_WORDS_SEEN: dict[str, str] = {}
+_ARGVS: dict[tuple[str, ...], tuple[str, ...]] = {}
+WORDS_SIZE, ARGVS_SIZE = 16_384, 4_096
+
+
 def _collapse_word(argument: str) -> str:
+    found = _WORDS_SEEN.get(argument)
+    if found is None:
+        if len(_WORDS_SEEN) >= WORDS_SIZE:
+            _WORDS_SEEN.clear()
+        found = _WORDS_SEEN[argument] = _word_pattern(argument)
+    return found
+
+
+def _word_pattern(argument: str) -> str:
     if not argument or argument.isspace():
         return argument
     redirected = _REDIRECTED.match(argument)  # `>/tmp/out-x9k2`, `2>/dev/null`, `"/path`
@@ -147,11 +163,15 @@ def _collapse_word(argument: str) -> str:
     return argument
 
 
-@lru_cache(maxsize=16_384)
 def argv_pattern(argv: tuple[str, ...]) -> tuple[str, ...]:
     """Return `argv` with varying arguments (numbers, ids, temporary paths) replaced by `*`;
     an argument with spaces (a `sh -c` script) is collapsed word by word."""
-    return tuple(_collapse_argument(a) for a in argv)
+    found = _ARGVS.get(argv)
+    if found is None:
+        if len(_ARGVS) >= ARGVS_SIZE:
+            _ARGVS.clear()
+        found = _ARGVS[argv] = tuple(_collapse_argument(a) for a in argv)
+    return found
 
 
 def matches(pattern: str, path: str) -> bool:
