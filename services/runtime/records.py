@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from parallax.runtime.v1 import event_pb2
 
@@ -41,7 +41,8 @@ SIZE = RECORD.size
 _EARLIEST_NS, _LATEST_NS = EARLIEST * 10**9, LATEST * 10**9
 _MAX_STRING = domain.MAX_PATH_BYTES
 _FLOW, _OPEN = event_pb2.EVENT_TYPE_NETWORK_FLOW, event_pb2.EVENT_TYPE_FILE_OPEN
-_FRESH = frozenset({event_pb2.EVENT_TYPE_PROCESS_FORK, event_pb2.EVENT_TYPE_PROCESS_EXIT})
+_FORK: Final = event_pb2.EVENT_TYPE_PROCESS_FORK
+_EXIT: Final = event_pb2.EVENT_TYPE_PROCESS_EXIT
 Known = dict[tuple[Any, ...], "Plan | Counted"]
 
 
@@ -134,30 +135,40 @@ def read(
     batch = _Batch(strings, _cgroups(message.cgroups, events), events)
     offset, now = message.unix_offset_ns, events.now
     seen: dict[bytes, Plan | Counted] = {}
-    add, unpack = collapser.add, RECORD.unpack_from
+    add, ordered, unpack = collapser.add, collapser.ordered, RECORD.unpack_from
     start = 0
     for monotonic_ns, kind, bits, n2 in _HEAD.iter_unpack(data):
+        taken: Plan | domain.Event | Counted
         if not kind:  # a reference to the next Event message
-            plan, at = events.take()
+            taken, at = events.take()
         else:
-            if kind != _FLOW:
-                key = data[start + 8 : start + SIZE]
-            elif inbound(bits & 0xF, n2):  # n2 is a flow's local port
-                # flows equal but for their ephemeral port (payloads.kept_ports) are one
-                key = data[start + 8 : start + 48] + data[start + 52 : start + SIZE]
-            else:
-                key = data[start + 8 : start + 52] + data[start + 56 : start + SIZE]
             at = _time(monotonic_ns, offset, now, start)
-            found = seen.get(key)
-            if found is None:
-                found = seen[key] = batch.plan(unpack(data, start), at, start)
-            plan = found
+            if kind in (_FORK, _EXIT):  # a new pid, an ended one: never repeated, no plan
+                taken = batch.fresh(unpack(data, start), at, start)
+            else:
+                key = _key(data, start, kind, bits, n2)
+                found = seen.get(key)
+                if found is None:
+                    found = seen[key] = batch.plan(unpack(data, start), at, start)
+                taken = found
         start += SIZE
-        if plan.__class__ is Plan:
-            add(plan, at)  # type: ignore[arg-type]
+        if isinstance(taken, Plan):
+            add(taken, at)
+        elif isinstance(taken, domain.Event):
+            ordered(taken, at)
         else:
-            unattributed[plan] = unattributed.get(plan, 0) + 1  # type: ignore[index,arg-type]
+            unattributed[taken] = unattributed.get(taken, 0) + 1
     return len(data) // SIZE
+
+
+def _key(data: bytes, start: int, kind: int, bits: int, n2: int) -> bytes:
+    """A record's fields but its time; a flow's also without its ephemeral port, so that flows
+    equal but for it (payloads.kept_ports) are one (n2 is a flow's local port)."""
+    if kind != _FLOW:
+        return data[start + 8 : start + SIZE]
+    if inbound(bits & 0xF, n2):
+        return data[start + 8 : start + 48] + data[start + 52 : start + SIZE]
+    return data[start + 8 : start + 52] + data[start + 56 : start + SIZE]
 
 
 def _time(monotonic_ns: int, offset: int, now: float, start: int) -> float:
@@ -165,7 +176,7 @@ def _time(monotonic_ns: int, offset: int, now: float, start: int) -> float:
         return now
     ns = monotonic_ns + offset
     if not _EARLIEST_NS <= ns <= _LATEST_NS:
-        raise bad(f"records[{start // SIZE}]", f"time {ns // 10**9}s is absurd")
+        raise bad(_where(start), f"time {ns // 10**9}s is absurd")
     return ns * 1e-9
 
 
@@ -189,8 +200,6 @@ class _Batch:
         _, cgroup_id, pid, ppid, uid, comm, kind, bits, s1, s2, value, n1, n2, hits = fields
         strings, count = self.strings, len(self.strings)
         origin = self.cgroups.get(cgroup_id)
-        if kind in _FRESH:  # a fork names a new pid, an exit ends one: no later record repeats it
-            return _plan(fields, strings, origin, at, start)
         pattern = None
         if kind == _FLOW:  # the ephemeral port is not kept (domain.Flow), so not in the key
             _, n1, n2 = kept_ports(bits & 0xF, n1, n2)
@@ -215,8 +224,13 @@ class _Batch:
         )
         plan = self.known.get(key)
         if plan is None:
-            plan = self.known[key] = _plan(fields, strings, origin, at, start)
+            event = _event(fields, strings, origin, at, start)
+            plan = self.known[key] = Plan(event) if isinstance(event, domain.Event) else event
         return plan
+
+    def fresh(self, fields: tuple[Any, ...], at: float, start: int) -> domain.Event | Counted:
+        """The event of a fork or exit record."""
+        return _event(fields, self.strings, self.cgroups.get(fields[1]), at, start)
 
 
 def _cgroups(entries: Any, events: Events) -> Cgroups:
@@ -233,29 +247,32 @@ def _cgroups(entries: Any, events: Events) -> Cgroups:
     return found
 
 
-def _plan(
+def _event(
     fields: tuple[Any, ...],
     strings: list[str],
     origin: domain.Origin | int | None,
     at: float,
     start: int,
-) -> Plan | Counted:
-    where = f"records[{start // SIZE}]"
+) -> domain.Event | Counted:
     _, cgroup_id, pid, ppid, uid, comm, kind, bits, s1, s2, value, n1, n2, hits = fields
     build = PAYLOADS.get(kind)
     if build is None:
-        raise bad(where, f"event type {kind} does not travel as a record")
+        raise bad(_where(start), f"event type {kind} does not travel as a record")
     if origin is None:
-        raise bad(where, f"cgroup {cgroup_id} has no entry in records.cgroups")
+        raise bad(_where(start), f"cgroup {cgroup_id} has no entry in records.cgroups")
     if pid > MAX_PID or ppid > MAX_PID:
-        raise bad(where, "pid or ppid is absurd")
+        raise bad(_where(start), "pid or ppid is absurd")
     if isinstance(origin, int):
         return (kind, origin)
     try:
         payload = build((bits, s1, s2, value, n1, n2, hits), strings)
         name = strings[comm][:16]
     except IndexError:
-        raise bad(where, f"a string index is past the {len(strings)} strings") from None
+        raise bad(_where(start), f"a string index is past the {len(strings)} strings") from None
     except Problem as problem:
-        raise bad(where, str(problem)) from None
-    return Plan(domain.Event(at, origin, pid, ppid, uid, name, payload))
+        raise bad(_where(start), str(problem)) from None
+    return domain.Event(at, origin, pid, ppid, uid, name, payload)
+
+
+def _where(start: int) -> str:
+    return f"records[{start // SIZE}]"

@@ -168,3 +168,11 @@ class Collapser:
             if answered.get(address) != plan.answerer:  # repeating the last answer changes nothing
                 answered[address] = plan.answerer
                 addresses[address] = addresses.get(address, 0) + 1
+
+    def ordered(self, event: domain.Event, at: float) -> None:
+        """Take the next event of the batch when it is a fork or an exit, which has no plan
+        (a fork names a new pid, an exit ends one: no later event repeats it)."""
+        self.steps.append(Step(event, 1, at, None))
+        payload = event.payload
+        pid = payload.child_pid if isinstance(payload, domain.Fork) else event.pid
+        self._pids[pid] = self._pids.get(pid, 0) + 1
