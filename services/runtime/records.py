@@ -271,7 +271,7 @@ def _event(
         raise bad(_where(start), f"a string index is past the {len(strings)} strings") from None
     except Problem as problem:
         raise bad(_where(start), str(problem)) from None
-    return domain.Event(at, origin, pid, ppid, uid, name, payload)
+    return domain.event(at, origin, pid, ppid, uid, name, payload)
 
 
 def _where(start: int) -> str:

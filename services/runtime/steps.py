@@ -125,7 +125,7 @@ def at_time(event: domain.Event, at: float) -> domain.Event:
     """Return `event` at time `at` (the same object when the time is already `at`)."""
     if event.at == at:
         return event
-    return domain.Event(
+    return domain.event(
         at, event.origin, event.pid, event.ppid, event.uid, event.comm, event.payload
     )
 

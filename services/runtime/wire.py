@@ -122,7 +122,7 @@ def _plan(event: Any, index: int, at: float, node: str, origins: Origins) -> Pla
         payload = PAYLOADS[kind](getattr(event, kind))
     except Problem as problem:
         raise bad(f"events[{index}].{kind}", str(problem)) from None
-    return Plan(domain.Event(at, origin, pid, ppid, event.uid, event.comm[:16], payload))
+    return Plan(domain.event(at, origin, pid, ppid, event.uid, event.comm[:16], payload))
 
 
 class Plans:
