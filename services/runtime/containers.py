@@ -4,7 +4,7 @@ paths recently opened for writing (for drift), and the DNS answers seen (to name
 
 from __future__ import annotations
 
-from typing import NamedTuple, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 from services.runtime import domain
 from services.runtime.profiles import WRITE_FLAGS
@@ -24,6 +24,16 @@ class Process(NamedTuple):
     argv: tuple[str, ...]
     uid: int
     euid: int
+
+
+_TUPLE_NEW: Final = tuple.__new__
+
+
+def _process(  # noqa: PLR0917 - Process's own fields, in its order
+    pid: int, ppid: int, path: str, argv: tuple[str, ...], uid: int, euid: int
+) -> Process:
+    """Return Process(...) without the NamedTuple's interpreted __new__ (see domain.py)."""
+    return _TUPLE_NEW(Process, (pid, ppid, path, argv, uid, euid))  # type: ignore[no-any-return]
 
 
 K = TypeVar("K")
@@ -52,16 +62,16 @@ class ContainerState:
         payload = event.payload
         if isinstance(payload, domain.Exec):
             if payload.return_value == 0:
-                entry = Process(
+                entry = _process(
                     event.pid, event.ppid, payload.path, payload.argv, event.uid, payload.euid
                 )
                 _bounded_put(self.processes, event.pid, entry, MAX_PROCESSES)
         elif isinstance(payload, domain.Fork):
             parent = self.processes.get(event.pid)
             if parent is None:  # it forked in the container, so it runs there (started unseen)
-                parent = Process(event.pid, event.ppid, event.comm, (), event.uid, event.uid)
+                parent = _process(event.pid, event.ppid, event.comm, (), event.uid, event.uid)
                 _bounded_put(self.processes, event.pid, parent, MAX_PROCESSES)
-            child = Process(
+            child = _process(
                 payload.child_pid, event.pid, parent.path, parent.argv, event.uid, event.uid
             )
             _bounded_put(self.processes, payload.child_pid, child, MAX_PROCESSES)
@@ -104,5 +114,5 @@ class ContainerState:
 def _acting(event: domain.Event) -> Process:
     payload = event.payload
     if isinstance(payload, domain.Exec):
-        return Process(event.pid, event.ppid, payload.path, payload.argv, event.uid, payload.euid)
-    return Process(event.pid, event.ppid, event.comm, (), event.uid, event.uid)
+        return _process(event.pid, event.ppid, payload.path, payload.argv, event.uid, payload.euid)
+    return _process(event.pid, event.ppid, event.comm, (), event.uid, event.uid)

@@ -138,7 +138,7 @@ def fork(child_pid: int) -> domain.Fork:
     """Return a validated fork."""
     if not 0 < child_pid <= MAX_PID:
         raise Problem(f"child_pid {child_pid} is absurd")
-    return domain.Fork(child_pid)
+    return domain.fork(child_pid)
 
 
 def _fork(m: Any) -> domain.Fork:
@@ -147,7 +147,7 @@ def _fork(m: Any) -> domain.Fork:
 
 def file_open(path: str, flags: int, return_value: int, hits: int) -> domain.FileOpen:
     """Return a validated file open."""
-    return domain.FileOpen(_path(path), flags, return_value, count(hits))
+    return domain.file_open(_path(path), flags, return_value, count(hits))
 
 
 def _open(m: Any) -> domain.FileOpen:
@@ -251,7 +251,7 @@ def deviation(arch: int, number: int, name: str, hits: int, source: str) -> doma
 
 
 def _exit(m: Any) -> domain.Exit:
-    return domain.Exit(m.exit_code)
+    return domain.exit_(m.exit_code)
 
 
 def _monitor(m: Any) -> domain.Deviation:

@@ -88,7 +88,7 @@ def _fork(f: _Fields, strings: list[str]) -> domain.Payload:
 
 
 def _exit(f: _Fields, strings: list[str]) -> domain.Payload:
-    return domain.Exit(f[3])
+    return domain.exit_(f[3])
 
 
 def _capability(f: _Fields, strings: list[str]) -> domain.Payload:
