@@ -135,7 +135,7 @@ def read(
     batch = _Batch(strings, _cgroups(message.cgroups, events), events)
     offset, now = message.unix_offset_ns, events.now
     seen: dict[bytes, Plan | Counted] = {}
-    add, ordered, unpack = collapser.add, collapser.ordered, RECORD.unpack_from
+    unpack = RECORD.unpack_from
     start = 0
     for monotonic_ns, kind, bits, n2 in _HEAD.iter_unpack(data):
         taken: Plan | domain.Event | Counted
@@ -153,9 +153,9 @@ def read(
                 taken = found
         start += SIZE
         if isinstance(taken, Plan):
-            add(taken, at)
+            collapser.add(taken, at)  # called on the object: a native call, not a bound method's
         elif isinstance(taken, domain.Event):
-            ordered(taken, at)
+            collapser.ordered(taken, at)
         else:
             unattributed[taken] = unattributed.get(taken, 0) + 1
     return len(data) // SIZE
