@@ -188,7 +188,10 @@ class _Batch:
     translations of earlier batches, keyed by a record's fields with the strings resolved and
     the attribution's identity (the same Origin object while the attribution is unchanged).
     Opens that only matter by their path's pattern (steps.inert_open) are keyed by the pattern,
-    so a stream of distinct temporary or failed paths is translated once per pattern."""
+    so a stream of distinct temporary or failed paths is translated once per pattern; the other
+    opens (writes, token reads) are not kept at all: their paths rarely repeat across batches
+    (a file per request), and keeping them would fill the table with translations never used
+    again, making every lookup slower."""
 
     __slots__ = ("cgroups", "known", "strings")
 
@@ -205,8 +208,9 @@ class _Batch:
             _, n1, n2 = kept_ports(bits & 0xF, n1, n2)
         elif kind == _OPEN and s1 < count and hits <= MAX_COUNT:
             path = strings[s1]
-            if inert_open(path, n1, value):  # the collapser merges it by pattern: translate once
-                pattern, hits = collapse_path(path), 0
+            if not inert_open(path, n1, value):  # a write or a token read: not kept (see above)
+                return _plan(_event(fields, strings, origin, at, start))
+            pattern, hits = collapse_path(path), 0  # the collapser merges it by pattern
         key = (
             id(origin) if origin.__class__ is domain.Origin else origin,
             pid,
@@ -224,8 +228,7 @@ class _Batch:
         )
         plan = self.known.get(key)
         if plan is None:
-            event = _event(fields, strings, origin, at, start)
-            plan = self.known[key] = Plan(event) if isinstance(event, domain.Event) else event
+            plan = self.known[key] = _plan(_event(fields, strings, origin, at, start))
         return plan
 
     def fresh(self, fields: tuple[Any, ...], at: float, start: int) -> domain.Event | Counted:
@@ -272,6 +275,10 @@ def _event(
     except Problem as problem:
         raise bad(_where(start), str(problem)) from None
     return domain.event(at, origin, pid, ppid, uid, name, payload)
+
+
+def _plan(event: domain.Event | Counted) -> Plan | Counted:
+    return Plan(event) if isinstance(event, domain.Event) else event
 
 
 def _where(start: int) -> str:
