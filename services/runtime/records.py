@@ -1,7 +1,8 @@
 """Reading of a batch's packed EventRecords (layout RECORD_LAYOUT_V1 in event.proto) into the
 steps collapser, in record order: a record equal to an earlier one of the batch but for its time
 reuses that one's translation, so a repeated behaviour costs a slice and a dictionary lookup
-(flows compare without their ephemeral port, which the domain does not keep).
+(flows compare without their ephemeral port, which the domain does not keep). Forks and exits,
+which never repeat (each names a new or an ended pid), go to the collapser as events.
 References (event type 0) take the next Event message of the batch from `Events`. Any problem
 rejects the whole batch with InvalidArgument naming the record."""
 

@@ -1,8 +1,8 @@
 """Parsing of ReportEventsRequest into a validated domain Batch, in one pass: any garbled,
 oversized or absurd part rejects the whole batch with InvalidArgument naming the field, before
 anything is applied. Events equal but for their times are validated and translated once (their
-encodings are compared with the time fields cut off) and fed to the steps collapser in batch
-order. Unattributed events are counted for their node, not profiled."""
+encodings, read in place in the request's bytes, are compared with the time fields cut off) and
+fed to the steps collapser in batch order. Unattributed events are counted for their node, not profiled."""
 
 from __future__ import annotations
 
