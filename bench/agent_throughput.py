@@ -41,10 +41,12 @@ DRAIN = 30.0  # seconds the runtime gets to count a step's events after the gene
 TICK = os.sysconf("SC_CLK_TCK")
 # The load: distinct failed opens paced in 5 ms slices plus one spawn of /bin/true per 1000
 # opens, written in C so that the generator's own CPU (it shares the 2 cores with the agent and
-# the runtime) is the syscalls' and not an interpreter's; prints "opens spawns seconds".
+# the runtime) is the syscalls' and not an interpreter's; prints "opens spawns seconds cpu", cpu
+# being its own and its children's user + system seconds: the syscalls and the probes they run.
 GENERATOR_C = r"""
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -85,7 +87,13 @@ int main(int argc, char **argv) {
     }
     while (wait(NULL) > 0) {
     }
-    printf("%ld %ld %f\n", opens, spawns, now() - start);
+    struct rusage self, children;
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &children);
+    double cpu = self.ru_utime.tv_sec + self.ru_stime.tv_sec + children.ru_utime.tv_sec +
+                 children.ru_stime.tv_sec + (self.ru_utime.tv_usec + self.ru_stime.tv_usec +
+                 children.ru_utime.tv_usec + children.ru_stime.tv_usec) * 1e-6;
+    printf("%ld %ld %f %f\n", opens, spawns, now() - start, cpu);
     return 0;
 }
 """
@@ -110,6 +118,7 @@ class Step:
     dropped: dict[str, int]
     agent_us: float
     runtime_us: float
+    generator_us: float  # the generator's own CPU per generated event: syscalls and probes
     agent_rss: float  # the agent's resident set (MB) once the step was counted
     accounted: int  # delivered or counted as dropped, once the counts settled
 
@@ -192,7 +201,7 @@ def step(
         [str(binary), str(rate), str(STEP), base], stdout=subprocess.PIPE
     )
     out, _ = proc.communicate(timeout=STEP + 60)
-    opens, spawns, elapsed = out.split()
+    opens, spawns, elapsed, generator_cpu = out.split()
     generated = int(opens) + 3 * int(spawns)  # an exec is a fork, an exec and an exit
     deadline = time.monotonic() + DRAIN
     received, dropped = node_counts(stub)
@@ -215,7 +224,19 @@ def step(
             time.sleep(1.0)  # polling the runtime's counts until they settle, bounded by DRAIN
             received, dropped = node_counts(stub)
         accounted = received - received0 + sum(n - dropped0.get(k, 0) for k, n in dropped.items())
-    return Step(rate, generated, achieved, delivered, lost, agent_us, runtime_us, rss, accounted)
+    generator_us = float(generator_cpu) * 1e6 / generated
+    return Step(
+        rate,
+        generated,
+        achieved,
+        delivered,
+        lost,
+        agent_us,
+        runtime_us,
+        generator_us,
+        rss,
+        accounted,
+    )
 
 
 def run() -> tuple[list[Step], tuple[float, float]]:
@@ -245,7 +266,8 @@ def _line(s: Step) -> str:
     return (
         f"target {s.rate:>7,}/s: generated {s.achieved:>9,.0f} opens/s, "
         f"{s.delivered:,}/{s.generated:,} events counted, dropped {s.dropped or 0}, "
-        f"agent {s.agent_us:.1f} + runtime {s.runtime_us:.1f} us/event, "
+        f"agent {s.agent_us:.1f} + runtime {s.runtime_us:.1f} us/event "
+        f"(generator {s.generator_us:.1f}), "
         f"agent RSS {s.agent_rss:.0f} MB  {verdict}"
         + (
             f" (settled: {s.accounted:,}/{s.generated:,} delivered or counted dropped)"
@@ -273,7 +295,8 @@ def main() -> None:
     agent_us, runtime_us = med(s.agent_us for s in best), med(s.runtime_us for s in best)
     print(
         f"  CPU per event at that rate: agent {agent_us:.1f} us + runtime {runtime_us:.1f} us"
-        f" = {med(s.cpu_us for s in best):.1f} us"
+        f" = {med(s.cpu_us for s in best):.1f} us; the generator's own (its syscalls and the"
+        f" probes they run): {med(s.generator_us for s in best):.1f} us"
     )
     print(
         f"  agent RSS at that rate: {med(s.agent_rss for s in best):.0f} MB; at the end of the run"
