@@ -97,6 +97,7 @@ def collapse_path(path: str) -> str:
 # Patterns of directories, by (directory, in a temporary directory): distinct paths mostly differ
 # in their last segment (`/tmp/tmpk3j2abcd/missing/1234`), so each directory is collapsed once.
 _DIRECTORIES: dict[tuple[str, bool], str] = {}
+_NUMBER = "/" + WILDCARD
 
 
 def _pattern(path: str) -> str:
@@ -113,6 +114,8 @@ def _pattern(path: str) -> str:
         if len(_DIRECTORIES) >= MEMO_SIZE:
             _DIRECTORIES.clear()
         directory = _DIRECTORIES[key] = _collapsed(head, temp)
+    if tail.isdigit() and tail.isascii():  # a numeric segment (`/proc/1234`, a file per id)
+        return directory + _NUMBER  # what the regexes make of it, without them
     return directory + _collapsed(slash + tail, temp)
 
 

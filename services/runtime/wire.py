@@ -2,7 +2,8 @@
 oversized or absurd part rejects the whole batch with InvalidArgument naming the field, before
 anything is applied. Events equal but for their times are validated and translated once (their
 encodings, read in place in the request's bytes, are compared with the time fields cut off) and
-fed to the steps collapser in batch order. Unattributed events are counted for their node, not profiled."""
+fed to the steps collapser in batch order. Unattributed events are counted for their node, not
+profiled."""
 
 from __future__ import annotations
 

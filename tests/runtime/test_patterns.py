@@ -225,6 +225,7 @@ def test_a_path_collapses_as_its_directory_and_last_segment_apart() -> None:
     path in one pass, for the machine's own paths and generated temporary ones."""
     names = tempfile._get_candidate_names()
     paths = [f"/tmp/{next(names)}/missing/{n}" for n in range(500)]
+    paths += [f"/nonexistent/240000-{n}/{n:0{n % 7 + 1}d}" for n in range(500)]  # numeric last
     for root in ("/usr/lib", "/etc", "/proc/self"):
         for count, (directory, dirs, files) in enumerate(os.walk(root)):
             paths += [os.path.join(directory, f) for f in (*files, *dirs)]
