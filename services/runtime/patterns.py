@@ -5,8 +5,11 @@ by the profile builder (steps, records, profiles) and the rules."""
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 WILDCARD = "*"
+K = TypeVar("K")
+V = TypeVar("V")
 TEMP_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
 _DIGITS = re.compile(r"^\d+$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}(-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}$")
@@ -87,11 +90,15 @@ def collapse_path(path: str) -> str:
     directories, the random part of a generated name becomes `*` too, its prefix and suffix
     kept (`/tmp/tmp*.json`, `/tmp/upload_*`)."""
     found = _PATTERNS.get(path)
-    if found is None:
-        if len(_PATTERNS) >= MEMO_SIZE:
-            _PATTERNS.clear()
-        found = _PATTERNS[path] = _pattern(path)
-    return found
+    return found if found is not None else _kept(_PATTERNS, path, _pattern(path), MEMO_SIZE)
+
+
+def _kept(memo: dict[K, V], key: K, value: V, limit: int) -> V:
+    """Remember `value` for `key` in `memo`, emptied first when it holds `limit`; return it."""
+    if len(memo) >= limit:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 # Patterns of directories, by (directory, in a temporary directory): distinct paths mostly differ
@@ -111,9 +118,7 @@ def _pattern(path: str) -> str:
     key = (head, temp)
     directory = _DIRECTORIES.get(key)
     if directory is None:
-        if len(_DIRECTORIES) >= MEMO_SIZE:
-            _DIRECTORIES.clear()
-        directory = _DIRECTORIES[key] = _collapsed(head, temp)
+        directory = _kept(_DIRECTORIES, key, _collapsed(head, temp), MEMO_SIZE)
     if tail.isdigit() and tail.isascii():  # a numeric segment (`/proc/1234`, a file per id)
         return directory + _NUMBER  # what the regexes make of it, without them
     return directory + _collapsed(slash + tail, temp)
@@ -143,11 +148,11 @@ WORDS_SIZE, ARGVS_SIZE = 16_384, 4_096
 
 def _collapse_word(argument: str) -> str:
     found = _WORDS_SEEN.get(argument)
-    if found is None:
-        if len(_WORDS_SEEN) >= WORDS_SIZE:
-            _WORDS_SEEN.clear()
-        found = _WORDS_SEEN[argument] = _word_pattern(argument)
-    return found
+    return (
+        found
+        if found is not None
+        else _kept(_WORDS_SEEN, argument, _word_pattern(argument), WORDS_SIZE)
+    )
 
 
 def _word_pattern(argument: str) -> str:
@@ -171,9 +176,7 @@ def argv_pattern(argv: tuple[str, ...]) -> tuple[str, ...]:
     an argument with spaces (a `sh -c` script) is collapsed word by word."""
     found = _ARGVS.get(argv)
     if found is None:
-        if len(_ARGVS) >= ARGVS_SIZE:
-            _ARGVS.clear()
-        found = _ARGVS[argv] = tuple(_collapse_argument(a) for a in argv)
+        found = _kept(_ARGVS, argv, tuple(_collapse_argument(a) for a in argv), ARGVS_SIZE)
     return found
 
 
