@@ -228,15 +228,29 @@ class NodeReport:
 
 class Step:
     """One event standing for `count` events of its batch (itself included) that rules and
-    profiles cannot tell apart; `last` is the latest of their times (see steps.py)."""
+    profiles cannot tell apart; `at` is the first of their times and `last` the latest (see
+    steps.py). `base` is the event but maybe at another time (a translation kept from an
+    earlier batch); `event`, the event at `at`, is built only when asked for: a step the engine
+    only counts (a repeat that changed nothing before) never needs it."""
 
-    __slots__ = ("count", "event", "last", "memo")
+    __slots__ = ("at", "base", "count", "last", "memo")
 
-    def __init__(self, event: Event, count: int, last: float, memo: Any = None) -> None:
-        self.event = event
-        self.count = count
+    def __init__(self, base: Event, at: float, last: float, memo: Any = None) -> None:
+        self.base = base
+        self.at = at
+        self.count = 1
         self.last = last
         self.memo = memo  # where the engine notes that applying it changed nothing (steps.Plan)
+
+    @property
+    def event(self) -> Event:
+        """The step's first event: `base` at time `at`."""
+        base = self.base
+        if base.at != self.at:
+            base = self.base = event(
+                self.at, base.origin, base.pid, base.ppid, base.uid, base.comm, base.payload
+            )
+        return base
 
 
 @dataclass(frozen=True)

@@ -104,11 +104,11 @@ class Engine:
         touched: dict[str, Profile] = {}
         seen_origins: dict[int, tuple[Profile, ContainerState]] = {}
         for step in batch.steps:
-            event = step.event
+            event = step.base  # the step's event but maybe for its time, which only _step needs
             pair = seen_origins.get(id(event.origin))
             if pair is None:
                 pair = seen_origins[id(event.origin)] = self._enter(
-                    event, now, touched, changes, resumed
+                    step.event, now, touched, changes, resumed
                 )
             profile, box = pair
             kind = type(event.payload)
@@ -117,7 +117,7 @@ class Engine:
                 profile.events_received += 1
                 continue
             if kind is domain.SyscallSet:
-                profile.replica(event.origin, event)
+                profile.replica(event.origin, step.event)
             payload = event.payload
             names = (
                 box.dns.get(payload.remote_address, ()) if isinstance(payload, domain.Flow) else ()

@@ -121,15 +121,6 @@ def _flow_key(event: domain.Event, flow: domain.Flow) -> Hashable:
     )
 
 
-def at_time(event: domain.Event, at: float) -> domain.Event:
-    """Return `event` at time `at` (the same object when the time is already `at`)."""
-    if event.at == at:
-        return event
-    return domain.event(
-        at, event.origin, event.pid, event.ppid, event.uid, event.comm, event.payload
-    )
-
-
 class Collapser:
     """Builds the steps of one batch from its events in order."""
 
@@ -145,7 +136,7 @@ class Collapser:
     def add(self, plan: Plan, at: float) -> None:
         """Take the next event of the batch: one equal to `plan.event` but at time `at`."""
         if plan.key is None:
-            self.steps.append(Step(at_time(plan.event, at), 1, at, None))
+            self.steps.append(Step(plan.event, at, at))
             pids = self._pids
             for pid in plan.replaced:
                 pids[pid] = pids.get(pid, 0) + 1
@@ -161,7 +152,7 @@ class Collapser:
             step.last = max(step.last, at)
             return
         memo = plan if plan.quiet is not NEVER else None
-        step = self._open[context] = Step(at_time(plan.event, at), 1, at, memo)
+        step = self._open[context] = Step(plan.event, at, at, memo)
         self.steps.append(step)
         addresses, answered = self._addresses, self._answered
         for address in plan.new_answers:
@@ -172,7 +163,7 @@ class Collapser:
     def ordered(self, event: domain.Event, at: float) -> None:
         """Take the next event of the batch when it is a fork or an exit, which has no plan
         (a fork names a new pid, an exit ends one: no later event repeats it)."""
-        self.steps.append(Step(event, 1, at, None))
+        self.steps.append(Step(event, at, at))
         payload = event.payload
         pid = payload.child_pid if isinstance(payload, domain.Fork) else event.pid
         self._pids[pid] = self._pids.get(pid, 0) + 1
