@@ -1,7 +1,8 @@
 """Benchmark of the runtime service's ingest: a synthetic agent streams realistic batches into a
 real `python -m services.runtime` process (SQLite, one transaction per batch) and this prints the
 sustained events/s, the service's CPU microseconds per event (medians over runs), and the p99
-latency from sending an alerting event to its alert arriving on WatchAlerts.
+latency from sending an alerting event to its alert arriving on WatchAlerts. It first prints
+how long a plain Python loop takes, a yardstick of this machine's speed at the time.
 
     .venv/bin/python bench/runtime_ingest.py [--batches 60] [--batch-size 5000] [--runs 3]
         [--mix agent|template] [--wire records|events]
@@ -314,6 +315,18 @@ def run_once(
     return events / wall, cpu / events * 1e6, p99
 
 
+def reference_loop() -> float:
+    """Seconds a plain Python loop of 10M additions takes here (best of 3): this machine's speed
+    moves by 20% or more from one hour to the next, so each result says what it was then."""
+    best = float("inf")
+    for _ in range(3):
+        start, total = time.perf_counter(), 0
+        for i in range(10_000_000):
+            total += i
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=60)
@@ -322,6 +335,7 @@ def main() -> None:
     parser.add_argument("--mix", choices=["agent", "template"], default="agent")
     parser.add_argument("--wire", choices=["records", "events"], default="records")
     args = parser.parse_args()
+    print(f"machine: a 10M-step Python loop takes {reference_loop():.3f} s (best of 3)", flush=True)
     with tempfile.TemporaryDirectory() as data:
         env = {
             **os.environ,
