@@ -83,18 +83,19 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
                         "k8s.node.name": request.node_name,
                     }
                 )
-            batch = wire.batch(request, self.engine.clock(), self.plans, raw)
-            duplicate = self.engine.ingest(batch)
+            with self.settler.unit():  # the batch is freed before its survivors are frozen
+                batch = wire.batch(request, self.engine.clock(), self.plans, raw)
+                duplicate = self.engine.ingest(batch)
+                events = batch.event_count
+                del batch
             span.add_event(
                 "batch",
                 {
                     "parallax.batch.sequence": request.sequence,
-                    "parallax.batch.events": batch.event_count,
+                    "parallax.batch.events": events,
                     "parallax.batch.duplicate": duplicate,
                 },
             )
-            del batch
-            self.settler.settle()
             yield pb.ReportEventsResponse(
                 acknowledged_sequence=request.sequence, duplicate=duplicate, records_read=True
             )

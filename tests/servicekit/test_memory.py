@@ -1,5 +1,6 @@
-"""The Settler: survivors of a unit of work leave the collector's sight, and cyclic garbage
-among them is reclaimed by the full collection at most `full_every` seconds later."""
+"""The Settler: the collector is off while units of work run, their survivors leave its sight,
+and cyclic garbage among them is reclaimed by the full collection at most `full_every` seconds
+later."""
 
 from __future__ import annotations
 
@@ -52,3 +53,23 @@ def test_garbage_without_cycles_is_freed_at_once_even_when_frozen() -> None:
 
 class _Plain:
     pass
+
+
+def test_the_collector_is_off_while_units_run_and_back_on_after_the_last() -> None:
+    settler = Settler(lambda: 0.0)
+    assert gc.isenabled()
+    with settler.unit():
+        assert not gc.isenabled()
+        with settler.unit():  # another thread's unit, overlapping
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # one unit still runs
+        survivor = _Plain()
+    assert gc.isenabled()
+    assert gc.get_freeze_count() > 0 and survivor is not None  # settled: survivors frozen
+
+
+def test_a_failing_unit_turns_the_collector_back_on() -> None:
+    settler = Settler(lambda: 0.0)
+    with pytest.raises(RuntimeError), settler.unit():
+        raise RuntimeError("the batch was refused")
+    assert gc.isenabled()
