@@ -16,6 +16,7 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}(-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}$")
 _HEX = re.compile(r"^[0-9a-fA-F]{16,}$")
 _SPACE = re.compile(r"\s")
 _WORDS = re.compile(r"(\s+)")
+_OTHER_SPACE = frozenset("\t\n\r\f\v")  # ASCII whitespace but the space
 _REDIRECTED = re.compile(r"^([^A-Za-z/]+)(/.*)$")
 _ANY_DIGIT = re.compile(r"\d")
 
@@ -133,6 +134,12 @@ def _collapsed(text: str, temp: bool) -> str:
 
 
 def _collapse_argument(argument: str) -> str:
+    if argument.isascii() and not _OTHER_SPACE.intersection(argument):
+        if " " not in argument:
+            return _collapse_word(argument)
+        # a script whose only whitespace is spaces: split on each, as _WORDS would (the runs
+        # of spaces come back as empty words between them), without the regex
+        return " ".join([_collapse_word(w) for w in argument.split(" ")])
     if _SPACE.search(argument):  # a script (`sh -c "..."`): each word on its own
         return "".join(_collapse_word(w) for w in _WORDS.split(argument))
     return _collapse_word(argument)

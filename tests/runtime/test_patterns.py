@@ -234,3 +234,23 @@ def test_a_path_collapses_as_its_directory_and_last_segment_apart() -> None:
     for path in paths:
         whole = patterns._collapsed(path, path.startswith(patterns.TEMP_DIRS))
         assert patterns._pattern(path) == whole, path
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "/app/healthcheck --port 8080 --id 1234",
+        "  leading and trailing  ",
+        "two  spaces   and three",
+        "tab\there and\nnewline",
+        "curl -o /tmp/x-9f8e7d6c5b http://10.0.0.1:8080/ >/dev/null 2>&1",
+        "unicode\u00a0space 1234",
+        "",
+        " ",
+        "one",
+    ],
+)
+def test_a_script_splits_on_spaces_as_the_regex_does(script: str) -> None:
+    """The split on plain spaces gives what the whitespace regex gives, word for word."""
+    by_regex = "".join(patterns._collapse_word(w) for w in patterns._WORDS.split(script))
+    assert patterns._collapse_argument(script) == by_regex

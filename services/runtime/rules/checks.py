@@ -81,75 +81,60 @@ def _same_program(learned: str, seen: str) -> bool:
 
 
 def check_exec(event: domain.Event, profile: Profile, box: ContainerState) -> list[Detection]:
-    """R0001, R0002, R0004, R0007, R0011 on a successful exec."""
+    """R0001, R0002, R0004, R0007, R0011 on a successful exec. The evidence is formatted only
+    when a rule fires: most execs raise nothing."""
     exe = event.payload
     assert isinstance(exe, domain.Exec)
     if exe.return_value:
         return []
-    found: list[Detection] = []
+    path = exe.path
+    unexpected = _complete(profile) and not any(k[0] == path for k in profile.items[Category.EXEC])
+    shell = domain.is_shell(path)
+    socket = shell and (exe.stdin_socket or exe.stdout_socket)
+    reason = _shell_reason(event, exe, profile, box) if shell else ""
+    drift = path in box.written
+    packages = changes_packages(path, exe.argv) and not _init_process(event, box, profile)
+    if not (unexpected or socket or reason or drift or packages):
+        return []
     # The exec'd process's comm is already its new program's: no name for an unseen parent.
     parent = box.parent_exe(event) or f"pid {event.ppid} (not seen in the container)"
     args = " ".join(exe.argv)[:256]
-    learned = any(k[0] == exe.path for k in profile.items[Category.EXEC])
     where = _where(event)
-    if _complete(profile) and not learned:
+    found: list[Detection] = []
+    if unexpected:
+        message = f"unexpected {path} in {where}"
+        found.append(_hit("R0001", path, message, path=path, argv=args, parent=parent))
+    if socket:
         found.append(
             _hit(
-                "R0001",
-                exe.path,
-                f"unexpected {exe.path} in {where}",
-                path=exe.path,
+                "R0007",
+                path,
+                f"{path} with socket stdio in {where}",
+                path=path,
+                argv=args,
+                stdin_socket=str(exe.stdin_socket),
+                stdout_socket=str(exe.stdout_socket),
+            )
+        )
+    if reason:
+        found.append(
+            _hit(
+                "R0002",
+                f"{path}<{parent}",
+                f"{path} in {where}: {reason}",
+                path=path,
                 argv=args,
                 parent=parent,
+                tty=str(exe.stdin_tty),
+                reason=reason,
             )
         )
-    if domain.is_shell(exe.path):
-        if exe.stdin_socket or exe.stdout_socket:
-            found.append(
-                _hit(
-                    "R0007",
-                    exe.path,
-                    f"{exe.path} with socket stdio in {where}",
-                    path=exe.path,
-                    argv=args,
-                    stdin_socket=str(exe.stdin_socket),
-                    stdout_socket=str(exe.stdout_socket),
-                )
-            )
-        reason = _shell_reason(event, exe, profile, box)
-        if reason:
-            found.append(
-                _hit(
-                    "R0002",
-                    f"{exe.path}<{parent}",
-                    f"{exe.path} in {where}: {reason}",
-                    path=exe.path,
-                    argv=args,
-                    parent=parent,
-                    tty=str(exe.stdin_tty),
-                    reason=reason,
-                )
-            )
-    if exe.path in box.written:
-        found.append(
-            _hit(
-                "R0004",
-                exe.path,
-                f"{exe.path} was written then executed in {where}",
-                path=exe.path,
-                argv=args,
-            )
-        )
-    if changes_packages(exe.path, exe.argv) and not _init_process(event, box, profile):
-        found.append(
-            _hit(
-                "R0011",
-                exe.path,
-                f"package manager {exe.path} changed packages in {where}",
-                path=exe.path,
-                argv=args,
-            )
-        )
+    if drift:
+        message = f"{path} was written then executed in {where}"
+        found.append(_hit("R0004", path, message, path=path, argv=args))
+    if packages:
+        message = f"package manager {path} changed packages in {where}"
+        found.append(_hit("R0011", path, message, path=path, argv=args))
     return found
 
 
