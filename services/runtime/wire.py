@@ -103,9 +103,17 @@ def _check_header(request: pb.ReportEventsRequest) -> None:
             raise bad(field, f"{field} is required (at most {domain.MAX_NAME} bytes)")
     if request.sequence < 1:
         raise bad("sequence", "sequence numbers start at 1")
-    total = len(request.events) + len(request.records.data) // records.SIZE
+    total = _event_count(request)
     if total > domain.MAX_BATCH_EVENTS:
         raise bad("events", f"{total} events; the limit is {domain.MAX_BATCH_EVENTS}")
+
+
+def _event_count(request: pb.ReportEventsRequest) -> int:
+    """How many events `request` holds: its records when it has any (an Event message then
+    travels with the record that refers to it, and one without a reference is refused later),
+    else its Event messages."""
+    packed = len(request.records.data) // records.SIZE
+    return max(packed, len(request.events)) if packed else len(request.events)
 
 
 def _plan(event: Any, index: int, at: float, node: str, origins: Origins) -> Plan | Counted:
@@ -160,8 +168,7 @@ def batch(
     if len(raw) > domain.MAX_BATCH_BYTES:
         raise bad("batch", f"{len(raw)} bytes encoded; the limit is {domain.MAX_BATCH_BYTES}")
     _check_header(request)
-    total = len(request.events) + len(request.records.data) // records.SIZE
-    node = (plans or Plans()).of(request.node_name, total)
+    node = (plans or Plans()).of(request.node_name, _event_count(request))
     return _batch(request, _Events(request, raw, now, node))
 
 

@@ -155,6 +155,16 @@ def test_records_count_towards_the_batch_limit() -> None:
         wire.batch(garble(BASE, data=data, events=[]), NOW)
 
 
+def test_a_full_batch_counts_its_referenced_events_once() -> None:
+    """An Event message travels with the record that refers to it: a batch of the limit's
+    events, some as Event messages, is the limit, not more."""
+    events = (mixed() * (domain.MAX_BATCH_EVENTS // len(mixed()) + 1))[: domain.MAX_BATCH_EVENTS]
+    request = packed(b.batch(1, events))
+    assert len(request.records.data) // records.SIZE == domain.MAX_BATCH_EVENTS
+    assert len(request.events) > 0
+    assert wire.batch(request, NOW).event_count == domain.MAX_BATCH_EVENTS
+
+
 def test_the_record_size_is_the_contract_layout() -> None:
     assert records.SIZE == RECORD.size == 64
 
