@@ -4,14 +4,15 @@ sustained events/s, the service's CPU microseconds per event (medians over runs)
 latency from sending an alerting event to its alert arriving on WatchAlerts. It first prints
 how long a plain Python loop takes, a yardstick of this machine's speed at the time.
 
-    .venv/bin/python bench/runtime_ingest.py [--batches 60] [--batch-size 5000] [--runs 3]
+    .venv/bin/python bench/runtime_ingest.py [--batches 30] [--batch-size 10000] [--runs 3]
         [--mix agent|template] [--wire records|events]
 
 `--wire records` (the default, what the agent sends) packs each batch's events as EventRecords
 with tests/packing.py; `--wire events` sends one Event message per event. Batches are as large
-as the agent's default PARALLAX_BATCH_EVENTS (5000), which is what a busy node sends; smaller
+as the agent's default PARALLAX_BATCH_EVENTS (10,000), which is what a busy node sends; smaller
 batches cost more per event (each is a transaction and a stream message, and fewer of its events
-repeat within it): `--batches 300 --batch-size 1000` shows how much.
+repeat within it): `--batches 60 --batch-size 5000` (the default before session 5) and
+`--batches 300 --batch-size 1000` show how much.
 """
 
 from __future__ import annotations
@@ -329,8 +330,8 @@ def reference_loop() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--batches", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--mix", choices=["agent", "template"], default="agent")
     parser.add_argument("--wire", choices=["records", "events"], default="records")
