@@ -4,7 +4,7 @@ paths recently opened for writing (for drift), and the DNS answers seen (to name
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 from services.runtime import domain
 from services.runtime.profiles import WRITE_FLAGS
@@ -26,14 +26,11 @@ class Process(NamedTuple):
     euid: int
 
 
-_TUPLE_NEW: Final = tuple.__new__
-
-
 def _process(  # noqa: PLR0917 - Process's own fields, in its order
     pid: int, ppid: int, path: str, argv: tuple[str, ...], uid: int, euid: int
 ) -> Process:
-    """Return Process(...) without the NamedTuple's interpreted __new__ (see domain.py)."""
-    return _TUPLE_NEW(Process, (pid, ppid, path, argv, uid, euid))  # type: ignore[no-any-return]
+    """Return Process(...) without the NamedTuple's interpreted __new__ (domain.TUPLE_NEW)."""
+    return domain.TUPLE_NEW(Process, (pid, ppid, path, argv, uid, euid))  # type: ignore[no-any-return]
 
 
 K = TypeVar("K")

@@ -163,32 +163,32 @@ class Event(NamedTuple):
     payload: Payload
 
 
-# The NamedTuples built for most events (Event, Fork, Exit, FileOpen) are built the way their own
-# _make builds them, without calling the generated __new__: an interpreted function whose frame
-# costs more than the tuple.
-_TUPLE_NEW: Final = tuple.__new__
+# The NamedTuples built for most events (Event, Fork, Exit, FileOpen, and containers.Process) are
+# built the way their own _make builds them, without calling the generated __new__: an
+# interpreted function whose frame costs more than the tuple.
+TUPLE_NEW: Final = tuple.__new__
 
 
 def fork(child_pid: int) -> Fork:
     """Return Fork(child_pid)."""
-    return _TUPLE_NEW(Fork, (child_pid,))  # type: ignore[no-any-return]
+    return TUPLE_NEW(Fork, (child_pid,))  # type: ignore[no-any-return]
 
 
 def exit_(code: int) -> Exit:
     """Return Exit(code)."""
-    return _TUPLE_NEW(Exit, (code,))  # type: ignore[no-any-return]
+    return TUPLE_NEW(Exit, (code,))  # type: ignore[no-any-return]
 
 
 def file_open(path: str, flags: int, return_value: int, hits: int) -> FileOpen:
     """Return FileOpen(path, flags, return_value, hits)."""
-    return _TUPLE_NEW(FileOpen, (path, flags, return_value, hits))  # type: ignore[no-any-return]
+    return TUPLE_NEW(FileOpen, (path, flags, return_value, hits))  # type: ignore[no-any-return]
 
 
 def event(  # noqa: PLR0917 - Event's own fields, in its order
     at: float, origin: Origin, pid: int, ppid: int, uid: int, comm: str, payload: Payload
 ) -> Event:
     """Return Event(at, origin, pid, ppid, uid, comm, payload)."""
-    return _TUPLE_NEW(Event, (at, origin, pid, ppid, uid, comm, payload))  # type: ignore[no-any-return]
+    return TUPLE_NEW(Event, (at, origin, pid, ppid, uid, comm, payload))  # type: ignore[no-any-return]
 
 
 class BatchKey(NamedTuple):

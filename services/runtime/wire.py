@@ -96,7 +96,8 @@ def _at(where: str) -> Iterator[None]:
         raise bad(where, str(problem)) from None
 
 
-def _check_header(request: pb.ReportEventsRequest) -> None:
+def _check_header(request: pb.ReportEventsRequest) -> int:
+    """Check the batch's identity and size in events; return that size."""
     for field in ("agent_id", "node_name", "session_id"):
         value = getattr(request, field)
         if not value or len(value) > domain.MAX_NAME:
@@ -106,6 +107,7 @@ def _check_header(request: pb.ReportEventsRequest) -> None:
     total = _event_count(request)
     if total > domain.MAX_BATCH_EVENTS:
         raise bad("events", f"{total} events; the limit is {domain.MAX_BATCH_EVENTS}")
+    return total
 
 
 def _event_count(request: pb.ReportEventsRequest) -> int:
@@ -167,8 +169,8 @@ def batch(
         raw = request.SerializeToString()
     if len(raw) > domain.MAX_BATCH_BYTES:
         raise bad("batch", f"{len(raw)} bytes encoded; the limit is {domain.MAX_BATCH_BYTES}")
-    _check_header(request)
-    node = (plans or Plans()).of(request.node_name, _event_count(request))
+    total = _check_header(request)
+    node = (plans or Plans()).of(request.node_name, total)
     return _batch(request, _Events(request, raw, now, node))
 
 
